@@ -1,0 +1,16 @@
+// greenreduce/greenreduce.hpp — the umbrella header: everything that needs no CUDA.
+//
+// Include this, or include only the family headers you use; each header
+// includes what it needs and nothing above its layer (see docs/design.md).
+#pragma once
+
+// core
+#include "greenreduce/core/buffer.hpp"
+#include "greenreduce/core/bytes.hpp"
+#include "greenreduce/core/crc32c.hpp"
+#include "greenreduce/core/env.hpp"
+#include "greenreduce/core/error.hpp"
+#include "greenreduce/core/frame.hpp"
+#include "greenreduce/core/report.hpp"
+#include "greenreduce/core/rng.hpp"
+#include "greenreduce/core/version.hpp"
