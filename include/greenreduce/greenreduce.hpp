@@ -14,3 +14,12 @@
 #include "greenreduce/core/report.hpp"
 #include "greenreduce/core/rng.hpp"
 #include "greenreduce/core/version.hpp"
+
+// kernels and codecs
+#include "greenreduce/codec/checks.hpp"
+#include "greenreduce/codec/concept.hpp"
+#include "greenreduce/codec/none.hpp"
+#include "greenreduce/kernels/copy.hpp"
+
+// transports
+#include "greenreduce/transport/concept.hpp"
