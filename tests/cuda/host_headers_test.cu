@@ -1,5 +1,6 @@
 // Compiles the umbrella header with nvcc and runs the host part: the shared
 // host/device math (the Philox rng) must give the same bits from both compilers.
+#include <greenreduce/cuda/runtime.cuh>
 #include <greenreduce/greenreduce.hpp>
 
 #include <cstdio>
@@ -15,5 +16,7 @@ int main() {
                   b[3] == 0x9b00dbd8U;
   std::printf("greenreduce %s under nvcc: philox %s\n", greenreduce::version_string.data(),
               ok ? "ok" : "WRONG");
+  // Without a device the runtime reports 0 devices instead of failing.
+  std::printf("visible CUDA devices: %d\n", greenreduce::cuda::device_count());
   return ok ? 0 : 1;
 }
