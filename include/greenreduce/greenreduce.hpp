@@ -14,3 +14,12 @@
 #include "greenreduce/core/report.hpp"
 #include "greenreduce/core/rng.hpp"
 #include "greenreduce/core/version.hpp"
+
+// energy
+#include "greenreduce/energy/csv.hpp"
+#include "greenreduce/energy/json.hpp"
+#include "greenreduce/energy/ledger.hpp"
+#include "greenreduce/energy/meter.hpp"
+#include "greenreduce/energy/model.hpp"
+#include "greenreduce/energy/nvml.hpp"
+#include "greenreduce/energy/rapl.hpp"
