@@ -287,6 +287,7 @@ TEST_CASE("reading a malformed CSV names the line and column", "[energy][ledger]
   CHECK(read(header + row).rows().size() == 1);
   CHECK(read(header + row + "\n").rows().size() == 1);
   CHECK_THROWS_MATCHES(read(""), decode_error, what_has("empty"));
+  CHECK_THROWS_MATCHES(read("op," + header), decode_error, what_has("repeats column \"op\""));
   CHECK_THROWS_MATCHES(read("timestamp,op\n"), decode_error, what_has("lacks column \"step\""));
   CHECK_THROWS_MATCHES(read(header + "1,2,3\n"), decode_error, what_has("line 2", "3 fields"));
   CHECK_THROWS_MATCHES(read(header + "1,s,op,c,a,-1,2,3,0.5,4,5,1,0,0,0,0,0,0,model\n"),

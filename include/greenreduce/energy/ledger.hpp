@@ -176,7 +176,10 @@ class ledger {
     if (!csv::read_record(is, f, line))
       throw decode_error("ledger CSV is empty: expected a header");
     std::map<std::string, std::size_t> col;
-    for (std::size_t i = 0; i < f.size(); ++i) col.emplace(f[i], i);
+    for (std::size_t i = 0; i < f.size(); ++i)
+      if (!col.emplace(f[i], i).second)
+        throw decode_error(
+            greenreduce::detail::str("ledger CSV header repeats column \"", f[i], "\""));
     std::size_t at[std::size(columns)];
     for (std::size_t i = 0; i < std::size(columns); ++i) {
       auto it = col.find(columns[i]);
