@@ -23,3 +23,12 @@
 
 // transports
 #include "greenreduce/transport/concept.hpp"
+
+// energy
+#include "greenreduce/energy/csv.hpp"
+#include "greenreduce/energy/json.hpp"
+#include "greenreduce/energy/ledger.hpp"
+#include "greenreduce/energy/meter.hpp"
+#include "greenreduce/energy/model.hpp"
+#include "greenreduce/energy/nvml.hpp"
+#include "greenreduce/energy/rapl.hpp"
