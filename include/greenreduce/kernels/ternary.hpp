@@ -41,18 +41,21 @@
 
 namespace greenreduce::kernels::ternary {
 
-inline constexpr std::size_t tile = 256;          ///< elements per tile
-inline constexpr std::size_t lanes = 16;          ///< virtual lanes (= elements per row)
+inline constexpr std::size_t tile = 256;            ///< elements per tile
+inline constexpr std::size_t lanes = 16;            ///< virtual lanes (= elements per row)
 inline constexpr std::size_t blocks_per_tile = 32;  ///< Philox blocks per tile
 inline constexpr std::uint32_t abs_mask = 0x7FFFFFFFU;
 inline constexpr std::uint32_t inf_bits = 0x7F800000U;
+inline constexpr std::size_t prefetch_span = 2048;  ///< elements of the next bucket to prefetch
 
 /// Philox blocks one call over n elements consumes.
 constexpr std::uint64_t blocks_for(std::size_t n) noexcept {
   return blocks_per_tile * ((n + tile - 1) / tile);
 }
 /// Bytes of packed codes for n elements.
-constexpr std::size_t code_bytes(std::size_t n) noexcept { return (n + 3) / 4; }
+constexpr std::size_t code_bytes(std::size_t n) noexcept {
+  return (n + 3) / 4;
+}
 
 /// Per-bucket statistics in the canonical 16-lane order.
 struct stats {
@@ -84,7 +87,9 @@ inline float scale_of(const stats& st, std::size_t m, float clip_c) noexcept {
 }
 
 /// 65536 / s, or 0 for s = 0 (then every code is 0).
-inline float threshold_factor(float s) noexcept { return s > 0.0F ? 65536.0F / s : 0.0F; }
+inline float threshold_factor(float s) noexcept {
+  return s > 0.0F ? 65536.0F / s : 0.0F;
+}
 
 /// 2-bit code of one element from its value, its 16 random bits, the scale s
 /// and f = threshold_factor(s).
@@ -148,8 +153,8 @@ inline std::uint32_t code_at(const std::uint8_t* codes, std::size_t i, std::size
 
 /// out[i] = value of code i (begin <= i < end), or acc[i] += it when Add.
 template <bool Add>
-inline void dequantize(const std::uint8_t* codes, std::size_t begin, std::size_t end,
-                       std::size_t n, float s, float* out) noexcept {
+inline void dequantize(const std::uint8_t* codes, std::size_t begin, std::size_t end, std::size_t n,
+                       float s, float* out) noexcept {
   for (std::size_t i = begin; i < end; ++i) {
     const std::uint32_t c = code_at(codes, i, n);
     const float v = static_cast<float>(static_cast<int>(c & 1U) - static_cast<int>(c >> 1)) * s;
@@ -188,8 +193,8 @@ stats bucket_stats(const float* x, std::size_t m, bool with_moments) noexcept {
   } else {
     for (std::size_t i = 0; i < full; i += lanes)
       for (std::size_t j = 0; j < subs; ++j)
-        amax[j] = xsimd::max(amax[j], xsimd::bitwise_cast<ib>(fb::load_unaligned(x + i + j * w)) &
-                                          mask);
+        amax[j] =
+            xsimd::max(amax[j], xsimd::bitwise_cast<ib>(fb::load_unaligned(x + i + j * w)) & mask);
   }
   stats st;
   alignas(64) std::int32_t am[lanes];
@@ -286,6 +291,9 @@ bool encode(const float* x, std::size_t n, std::size_t b, float clip_c, const rn
   if (full < n) std::memset(codes + full / 4, 0, code_bytes(n) - full / 4);
   for (std::size_t k = 0, lo = 0; lo < n; ++k, lo += b) {
     const std::size_t hi = std::min(n, lo + b);
+    // The next bucket streams in from memory while this one is quantized from cache.
+    for (std::size_t i = hi, e = std::min(n, hi + std::min(b, prefetch_span)); i < e; i += 16)
+      __builtin_prefetch(x + i);
     const stats st = bucket_stats<Arch>(x + lo, hi - lo, clip_c > 0.0F);
     if (st.absmax_bits >= inf_bits) return false;
     const float s = scale_of(st, hi - lo, clip_c);
