@@ -23,3 +23,6 @@
 
 // transports
 #include "greenreduce/transport/concept.hpp"
+#include "greenreduce/transport/rendezvous.hpp"
+#include "greenreduce/transport/store.hpp"
+#include "greenreduce/transport/tcp.hpp"
