@@ -140,7 +140,9 @@ std::uint32_t absmax_bits(const float* x, std::size_t n) noexcept {
                   scalar::absmax_bits(x + i, n - i));
 }
 
-template <class Arch>
+// PreScale = false is the common bucket (pre == 1), where x * 1 is skipped:
+// the result is the same bit for bit, one multiply cheaper.
+template <class Arch, bool PreScale>
 struct int8_quantizer {
   using f32 = xsimd::batch<float, Arch>;
   using i32 = xsimd::batch<std::int32_t, Arch>;
@@ -150,7 +152,9 @@ struct int8_quantizer {
   explicit int8_quantizer(const int8_bucket& b) : pre(b.pre), inv(b.inv) {}
 
   f32 scaled(const float* x) const noexcept {
-    const f32 v = (f32::load_unaligned(x) * pre) * inv;
+    f32 v = f32::load_unaligned(x);
+    if constexpr (PreScale) v = v * pre;
+    v = v * inv;
     return xsimd::min(xsimd::max(v, f32(-127.0F)), f32(127.0F));
   }
   i32 nearest(const float* x) const noexcept { return xsimd::nearbyint_as_int(scaled(x)); }
@@ -163,51 +167,78 @@ struct int8_quantizer {
 
 }  // namespace detail
 
+namespace detail {
+
+/// Quantizes elements [s, e) of one bucket. Everything by value: q is a
+/// std::byte pointer, which may alias anything, so captured references would
+/// be reloaded after every store.
+template <class Arch, class Quantizer>
+void int8_nearest_bucket(const Quantizer qz, const int8_bucket p, const float* x, std::byte* q,
+                         std::size_t s, const std::size_t e) noexcept {
+  constexpr std::size_t w = xsimd::batch<float, Arch>::size;
+  std::size_t i = s;
+  for (; i + 4 * w <= e; i += 4 * w)
+    lanes::narrow_i8x4<Arch>(qz.nearest(x + i), qz.nearest(x + i + w), qz.nearest(x + i + 2 * w),
+                             qz.nearest(x + i + 3 * w), q + i);
+  for (; i < e; ++i) q[i] = static_cast<std::byte>(scalar::int8_nearest(x[i], p));
+}
+
+/// Stochastic: walks the bucket group by group (a group straddling two
+/// buckets is generated once, `words` caching group `cached`), whole packed
+/// steps inside each group. Returns the group left in `words`.
+template <class Arch, class Quantizer>
+std::size_t int8_stochastic_bucket(const Quantizer qz, const int8_bucket p, const float* x,
+                                   std::byte* q, std::size_t i, const std::size_t e, const rng& g,
+                                   std::uint32_t* words, std::size_t cached) noexcept {
+  constexpr std::size_t w = xsimd::batch<float, Arch>::size;
+  while (i < e) {
+    const std::size_t group = i / philox_group, base = group * philox_group;
+    if (group != cached) {
+      philox_group_words<Arch>(g, group, words);
+      cached = group;
+    }
+    const std::size_t end = std::min(e, base + philox_group);
+    for (; i + 4 * w <= end; i += 4 * w) {
+      const std::uint32_t* r = words + (i - base);
+      lanes::narrow_i8x4<Arch>(qz.stochastic(x + i, r), qz.stochastic(x + i + w, r + w),
+                               qz.stochastic(x + i + 2 * w, r + 2 * w),
+                               qz.stochastic(x + i + 3 * w, r + 3 * w), q + i);
+    }
+    for (; i < end; ++i)
+      q[i] = static_cast<std::byte>(scalar::int8_stochastic(x[i], p, words[i - base]));
+  }
+  return cached;
+}
+
+}  // namespace detail
+
 /// SIMD form of scalar::encode_int8 (same output bit for bit). Stochastic
 /// when `g` is given.
 template <class Arch = xsimd::default_arch>
 bool encode_int8(std::span<const float> in, std::size_t bucket, const rng* g, std::byte* scales,
                  std::byte* q) noexcept {
-  constexpr std::size_t w = xsimd::batch<float, Arch>::size;
-  constexpr std::size_t step = 4 * w;  // one packed store of 4 batches
-  static_assert(philox_group % step == 0);
+  static_assert(philox_group % (4 * xsimd::batch<float, Arch>::size) == 0);
   const std::size_t n = in.size();
   const float* x = in.data();
   alignas(64) std::uint32_t words[philox_group];
-  std::size_t cached_group = SIZE_MAX;
+  std::size_t cached = SIZE_MAX;
   for (std::size_t s = 0, b = 0; s < n; s += bucket, ++b) {
     const std::size_t e = std::min(n, s + bucket);
     const std::uint32_t am = detail::absmax_bits<Arch>(x + s, e - s);
     if (am >= int8_nonfinite_bits) return false;
     const int8_bucket p = int8_bucket::of(std::bit_cast<float>(am));
     std::memcpy(scales + 4 * b, &p.scale, 4);
-    const detail::int8_quantizer<Arch> qz(p);
-    std::size_t i = s;
-    if (!g) {
-      for (; i + step <= e; i += step)
-        lanes::narrow_i8x4<Arch>(qz.nearest(x + i), qz.nearest(x + i + w),
-                                 qz.nearest(x + i + 2 * w), qz.nearest(x + i + 3 * w), q + i);
-      for (; i < e; ++i) q[i] = static_cast<std::byte>(scalar::int8_nearest(x[i], p));
-      continue;
-    }
-    // Stochastic: walk the bucket group by group (a group straddling two
-    // buckets is generated once), whole packed steps inside each group.
-    while (i < e) {
-      const std::size_t group = i / philox_group, base = group * philox_group;
-      if (group != cached_group) {
-        philox_group_words<Arch>(*g, group, words);
-        cached_group = group;
-      }
-      const std::size_t end = std::min(e, base + philox_group);
-      for (; i + step <= end; i += step) {
-        const std::uint32_t* r = words + (i - base);
-        lanes::narrow_i8x4<Arch>(qz.stochastic(x + i, r), qz.stochastic(x + i + w, r + w),
-                                 qz.stochastic(x + i + 2 * w, r + 2 * w),
-                                 qz.stochastic(x + i + 3 * w, r + 3 * w), q + i);
-      }
-      for (; i < end; ++i)
-        q[i] = static_cast<std::byte>(scalar::int8_stochastic(x[i], p, words[i - base]));
-    }
+    const bool pre = p.pre != 1.0F;
+    if (!g && !pre)
+      detail::int8_nearest_bucket<Arch>(detail::int8_quantizer<Arch, false>(p), p, x, q, s, e);
+    else if (!g)
+      detail::int8_nearest_bucket<Arch>(detail::int8_quantizer<Arch, true>(p), p, x, q, s, e);
+    else if (!pre)
+      cached = detail::int8_stochastic_bucket<Arch>(detail::int8_quantizer<Arch, false>(p), p, x, q,
+                                                    s, e, *g, words, cached);
+    else
+      cached = detail::int8_stochastic_bucket<Arch>(detail::int8_quantizer<Arch, true>(p), p, x, q,
+                                                    s, e, *g, words, cached);
   }
   return true;
 }
