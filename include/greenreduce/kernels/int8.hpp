@@ -169,6 +169,15 @@ struct int8_quantizer {
 
 namespace detail {
 
+/// While a bucket is quantized from L1, the next one streams in: one bucket
+/// ahead keeps DRAM busy during the compute pass (the absmax pass then reads
+/// from cache). Covers the 4 * batch::size floats of one packed step.
+template <class Arch>
+void prefetch_next_bucket(const float* ahead) noexcept {
+  constexpr std::size_t floats = 4 * xsimd::batch<float, Arch>::size;
+  for (std::size_t k = 0; k < floats; k += 16) lanes::prefetch(ahead + k);
+}
+
 /// Quantizes elements [s, e) of one bucket. Everything by value: q is a
 /// std::byte pointer, which may alias anything, so captured references would
 /// be reloaded after every store.
@@ -177,9 +186,11 @@ void int8_nearest_bucket(const Quantizer qz, const int8_bucket p, const float* x
                          std::size_t s, const std::size_t e) noexcept {
   constexpr std::size_t w = xsimd::batch<float, Arch>::size;
   std::size_t i = s;
-  for (; i + 4 * w <= e; i += 4 * w)
+  for (; i + 4 * w <= e; i += 4 * w) {
+    prefetch_next_bucket<Arch>(x + i + (e - s));
     lanes::narrow_i8x4<Arch>(qz.nearest(x + i), qz.nearest(x + i + w), qz.nearest(x + i + 2 * w),
                              qz.nearest(x + i + 3 * w), q + i);
+  }
   for (; i < e; ++i) q[i] = static_cast<std::byte>(scalar::int8_nearest(x[i], p));
 }
 
@@ -188,9 +199,11 @@ void int8_nearest_bucket(const Quantizer qz, const int8_bucket p, const float* x
 /// steps inside each group. Returns the group left in `words`.
 template <class Arch, class Quantizer>
 std::size_t int8_stochastic_bucket(const Quantizer qz, const int8_bucket p, const float* x,
-                                   std::byte* q, std::size_t i, const std::size_t e, const rng& g,
-                                   std::uint32_t* words, std::size_t cached) noexcept {
+                                   std::byte* q, const std::size_t s, const std::size_t e,
+                                   const rng& g, std::uint32_t* words,
+                                   std::size_t cached) noexcept {
   constexpr std::size_t w = xsimd::batch<float, Arch>::size;
+  std::size_t i = s;
   while (i < e) {
     const std::size_t group = i / philox_group, base = group * philox_group;
     if (group != cached) {
@@ -199,6 +212,7 @@ std::size_t int8_stochastic_bucket(const Quantizer qz, const int8_bucket p, cons
     }
     const std::size_t end = std::min(e, base + philox_group);
     for (; i + 4 * w <= end; i += 4 * w) {
+      prefetch_next_bucket<Arch>(x + i + (e - s));
       const std::uint32_t* r = words + (i - base);
       lanes::narrow_i8x4<Arch>(qz.stochastic(x + i, r), qz.stochastic(x + i + w, r + w),
                                qz.stochastic(x + i + 2 * w, r + 2 * w),
