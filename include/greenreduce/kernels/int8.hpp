@@ -3,24 +3,27 @@
 //
 // Math (as in QSGD-style bucketed quantizers, Alistarh et al. 2017, and
 // 8-bit all-reduce schemes such as Dettmers 2016): for each bucket of `bucket`
-// consecutive elements, absmax = max|x|, scale = absmax / 127 (the fp32 on the
-// wire), and q = R(x * 127 / absmax) clamped to [-127, 127], where R is
+// consecutive elements, absmax = max|x|, scale = absmax / 127 rounded up to 16
+// significant bits (the fp32 on the wire), and q = R(x / scale) clamped to
+// [-127, 127], R being
 //   nearest:     round to nearest even;
 //   stochastic:  floor(v + u), u uniform on a 2^-24 grid in [0, 1), computed
 //                exactly in 32-bit integers as (RNE(v * 2^24) + (word >> 8)) >> 24
 //                with `word` the element's Philox word (kernels/philox.hpp rule),
 //                so E[q] = RNE(v * 2^24) / 2^24: unbiased to 2^-25.
-// Decoding is x' = q * scale; decode_add is acc = fma(q, scale, acc).
+// Decoding is x' = q * scale, exact in fp32 (8 bits times 16 bits), so
+// decode_add (acc + q * scale) rounds once whether or not a compiler fuses it:
+// SIMD, scalar and GPU kernels agree bit for bit on every machine.
 //
 // Each bucket is one fused step while it sits in L1: an integer max over the
 // bit patterns (|x| as uint32 orders like |x|, and NaN/Inf exceed 0x7F7FFFFF,
 // so the same max detects non-finite input), then quantize and pack. The
-// arithmetic has no multiply feeding an add (v = (x * pre) * inv, then
+// quantizer has no multiply feeding an add (v = (x * pre) * inv, then
 // min/max/convert/integer ops), so no compiler can contract it differently in
 // the SIMD body, the scalar tail, the scalar reference or a CUDA port.
 //
 // Buckets with absmax below 2^-64 are pre-scaled by 2^64 (exact) so that
-// 127 / absmax stays finite; an all-zero bucket has scale 0 and q = 0.
+// 1 / scale stays finite; an all-zero bucket has scale 0 and q = 0.
 #pragma once
 
 #include <algorithm>
@@ -43,15 +46,26 @@ inline constexpr std::uint32_t int8_nonfinite_bits = 0x7F800000U;  ///< |x| bits
 
 /// The quantization parameters of one bucket, derived from its absmax alone.
 struct int8_bucket {
-  float scale = 0.0F;  ///< absmax / 127: what goes on the wire
+  float scale = 0.0F;  ///< absmax / 127 rounded up to 16 significant bits: the wire value
   float pre = 1.0F;    ///< 2^64 when absmax < 2^-64, else 1
-  float inv = 0.0F;    ///< 127 / (absmax * pre); 0 for an all-zero bucket
+  float inv = 0.0F;    ///< 1 / (scale * pre); 0 for an all-zero bucket
+
+  /// Clears the low 8 mantissa bits, rounding up: |q| <= 255 times such a
+  /// scale is exact in fp32, so decode has no rounding at all and decode_add
+  /// rounds once, fused or not.
+  static float round_scale(float s) noexcept {
+    return std::bit_cast<float>((std::bit_cast<std::uint32_t>(s) + 0xFFU) & ~0xFFU);
+  }
 
   static int8_bucket of(float absmax) noexcept {
     int8_bucket b;
-    b.scale = absmax / 127.0F;
+    b.scale = round_scale(absmax / 127.0F);
+    // Within 2^-16 of FLT_MAX, rounding up would make 127 * scale overflow:
+    // round down there (the clamp to +-127 then absorbs the excess).
+    if (b.scale > 0x1.fffep127F / 127.0F)
+      b.scale = std::bit_cast<float>(std::bit_cast<std::uint32_t>(absmax / 127.0F) & ~0xFFU);
     b.pre = absmax < 0x1p-64F ? 0x1p64F : 1.0F;
-    b.inv = absmax > 0.0F ? 127.0F / (absmax * b.pre) : 0.0F;
+    b.inv = b.scale > 0.0F ? 1.0F / (b.scale * b.pre) : 0.0F;
     return b;
   }
 };
@@ -113,8 +127,7 @@ inline void decode_int8(const std::byte* scales, const std::byte* q, std::size_t
 inline void decode_add_int8(const std::byte* scales, const std::byte* q, std::size_t bucket,
                             std::span<float> acc) noexcept {
   for (std::size_t i = 0; i < acc.size(); ++i)
-    acc[i] = std::fma(static_cast<float>(static_cast<std::int8_t>(q[i])),
-                      load_scale(scales, i / bucket), acc[i]);
+    acc[i] += static_cast<float>(static_cast<std::int8_t>(q[i])) * load_scale(scales, i / bucket);
 }
 
 }  // namespace scalar
@@ -289,11 +302,10 @@ void decode_add_int8(const std::byte* scales, const std::byte* q, std::size_t bu
     for (; i + 2 * w <= e; i += 2 * w) {
       const f32 q0 = xsimd::to_float(lanes::widen_i8<Arch>(q + i));
       const f32 q1 = xsimd::to_float(lanes::widen_i8<Arch>(q + i + w));
-      xsimd::fma(q0, sc, f32::load_unaligned(a + i)).store_unaligned(a + i);
-      xsimd::fma(q1, sc, f32::load_unaligned(a + i + w)).store_unaligned(a + i + w);
+      (f32::load_unaligned(a + i) + q0 * sc).store_unaligned(a + i);
+      (f32::load_unaligned(a + i + w) + q1 * sc).store_unaligned(a + i + w);
     }
-    for (; i < e; ++i)
-      a[i] = std::fma(static_cast<float>(static_cast<std::int8_t>(q[i])), scale, a[i]);
+    for (; i < e; ++i) a[i] += static_cast<float>(static_cast<std::int8_t>(q[i])) * scale;
   }
 }
 
