@@ -196,7 +196,7 @@ template <codec::codec Codec, transport::transport Transport>
 class ring_allreduce {
  public:
   /// Prepares every buffer for vectors of up to `max_count` elements.
-  ring_allreduce(Transport& t, std::size_t max_count, Codec c = {}, ring_options opts = {})
+  ring_allreduce(Transport& t, std::size_t max_count, Codec c = Codec(), ring_options opts = {})
       : t_(t),
         codec_(std::move(c)),
         opts_(std::move(opts)),
