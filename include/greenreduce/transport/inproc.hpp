@@ -14,7 +14,8 @@
 // sender's wait() return — as a large TCP write blocks until the peer reads).
 //
 // Byte counters: every message counts its payload plus `wire_header_bytes`
-// (8), the length prefix the tcp transport puts in front of each message, so
+// (16), the frame header the tcp transport puts in front of each message
+// (transport/tcp/wire.hpp: magic, sequence number, length), so
 // a collective's report reads the same on both transports.
 //
 // Failure: `world.kill(r)` marks rank r dead (a crashed process): its posted
@@ -48,7 +49,7 @@
 namespace greenreduce::transport {
 
 /// Bytes each message is counted with on top of its payload (tcp's length prefix).
-inline constexpr std::size_t inproc_header_bytes = 8;
+inline constexpr std::size_t inproc_header_bytes = 16;
 
 /// Timeout of every blocking step: GREENREDUCE_TIMEOUT_MS, default 30000.
 inline std::chrono::milliseconds default_timeout(const env_source& env = env_source::process()) {
