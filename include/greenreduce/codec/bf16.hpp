@@ -20,7 +20,7 @@
 namespace greenreduce::codec {
 
 /// fp32 -> bfloat16 -> fp32. `codec::bf16{}`; it has no parameters.
-struct bf16 : detail::half_codec<kernels::bf16_format, codec_id::bf16> {};
+struct bf16 : half_detail::half_codec<kernels::bf16_format, codec_id::bf16> {};
 
 static_assert(codec<bf16>);
 

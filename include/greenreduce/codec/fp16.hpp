@@ -21,7 +21,7 @@
 namespace greenreduce::codec {
 
 /// fp32 -> binary16 -> fp32. `codec::fp16{}`; it has no parameters.
-struct fp16 : detail::half_codec<kernels::fp16_format, codec_id::fp16> {};
+struct fp16 : half_detail::half_codec<kernels::fp16_format, codec_id::fp16> {};
 
 static_assert(codec<fp16>);
 

@@ -15,7 +15,7 @@
 #include "greenreduce/codec/concept.hpp"
 #include "greenreduce/kernels/half.hpp"
 
-namespace greenreduce::codec::detail {
+namespace greenreduce::codec::half_detail {
 
 template <class Format, codec_id Id>
 struct half_codec {
@@ -75,4 +75,4 @@ struct half_codec {
   }
 };
 
-}  // namespace greenreduce::codec::detail
+}  // namespace greenreduce::codec::half_detail
