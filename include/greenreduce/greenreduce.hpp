@@ -20,6 +20,7 @@
 #include "greenreduce/codec/concept.hpp"
 #include "greenreduce/codec/error_feedback.hpp"
 #include "greenreduce/codec/none.hpp"
+#include "greenreduce/codec/registry.hpp"
 #include "greenreduce/codec/randomk.hpp"
 #include "greenreduce/codec/sign.hpp"
 #include "greenreduce/codec/ternary.hpp"
@@ -31,3 +32,10 @@
 
 // transports
 #include "greenreduce/transport/concept.hpp"
+#include "greenreduce/transport/inproc.hpp"
+
+// collectives
+#include "greenreduce/collective/allgather.hpp"
+#include "greenreduce/collective/barrier.hpp"
+#include "greenreduce/collective/broadcast.hpp"
+#include "greenreduce/collective/ring_allreduce.hpp"
