@@ -16,9 +16,13 @@
 #include "greenreduce/core/version.hpp"
 
 // kernels and codecs
+#include "greenreduce/codec/bf16.hpp"
 #include "greenreduce/codec/checks.hpp"
 #include "greenreduce/codec/concept.hpp"
 #include "greenreduce/codec/error_feedback.hpp"
+#include "greenreduce/codec/fp16.hpp"
+#include "greenreduce/codec/half_codec.hpp"
+#include "greenreduce/codec/int8.hpp"
 #include "greenreduce/codec/none.hpp"
 #include "greenreduce/codec/registry.hpp"
 #include "greenreduce/codec/randomk.hpp"
@@ -29,6 +33,10 @@
 #include "greenreduce/kernels/random_bits.hpp"
 #include "greenreduce/kernels/ternary.hpp"
 #include "greenreduce/kernels/topk.hpp"
+#include "greenreduce/kernels/half.hpp"
+#include "greenreduce/kernels/int8.hpp"
+#include "greenreduce/kernels/lanes.hpp"
+#include "greenreduce/kernels/philox.hpp"
 
 // transports
 #include "greenreduce/transport/concept.hpp"
