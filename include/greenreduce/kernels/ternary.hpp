@@ -328,7 +328,7 @@ namespace scalar {
 inline bool encode(const float* x, std::size_t n, std::size_t b, float clip_c, const rng& g,
                    std::byte* scales, std::uint8_t* codes) noexcept {
   if (b == 0) b = n;
-  std::memset(codes, 0, code_bytes(n));
+  if (n > 0) std::memset(codes, 0, code_bytes(n));
   for (std::size_t k = 0, lo = 0; lo < n; ++k, lo += b) {
     const std::size_t hi = std::min(n, lo + b);
     const stats st = bucket_stats(x + lo, hi - lo, clip_c > 0.0F);
