@@ -8,6 +8,7 @@ GR_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 GR_PACKAGES=(
   cmake ninja-build g++ make pkg-config
   libboost-dev libxsimd-dev xtl-dev catch2 libbenchmark-dev
+  iproute2 libgloo-dev
 )
 
 gr_log() { printf '[greenreduce] %s\n' "$*" >&2; }

@@ -41,6 +41,9 @@
 // transports
 #include "greenreduce/transport/concept.hpp"
 #include "greenreduce/transport/inproc.hpp"
+#include "greenreduce/transport/rendezvous.hpp"
+#include "greenreduce/transport/store.hpp"
+#include "greenreduce/transport/tcp.hpp"
 
 // collectives
 #include "greenreduce/collective/allgather.hpp"
