@@ -4,9 +4,11 @@
 // includes what it needs and nothing above its layer (see docs/design.md).
 #pragma once
 
+
 // core
 #include "greenreduce/core/buffer.hpp"
 #include "greenreduce/core/bytes.hpp"
+#include "greenreduce/core/config.hpp"
 #include "greenreduce/core/crc32c.hpp"
 #include "greenreduce/core/env.hpp"
 #include "greenreduce/core/error.hpp"
@@ -15,19 +17,7 @@
 #include "greenreduce/core/rng.hpp"
 #include "greenreduce/core/version.hpp"
 
-// kernels and codecs
-#include "greenreduce/codec/bf16.hpp"
-#include "greenreduce/codec/checks.hpp"
-#include "greenreduce/codec/concept.hpp"
-#include "greenreduce/codec/error_feedback.hpp"
-#include "greenreduce/codec/fp16.hpp"
-#include "greenreduce/codec/half_codec.hpp"
-#include "greenreduce/codec/int8.hpp"
-#include "greenreduce/codec/none.hpp"
-#include "greenreduce/codec/randomk.hpp"
-#include "greenreduce/codec/sign.hpp"
-#include "greenreduce/codec/ternary.hpp"
-#include "greenreduce/codec/topk.hpp"
+// kernels
 #include "greenreduce/kernels/copy.hpp"
 #include "greenreduce/kernels/half.hpp"
 #include "greenreduce/kernels/int8.hpp"
@@ -37,8 +27,24 @@
 #include "greenreduce/kernels/ternary.hpp"
 #include "greenreduce/kernels/topk.hpp"
 
+// codecs
+#include "greenreduce/codec/bf16.hpp"
+#include "greenreduce/codec/checks.hpp"
+#include "greenreduce/codec/concept.hpp"
+#include "greenreduce/codec/error_feedback.hpp"
+#include "greenreduce/codec/fp16.hpp"
+#include "greenreduce/codec/half_codec.hpp"
+#include "greenreduce/codec/int8.hpp"
+#include "greenreduce/codec/none.hpp"
+#include "greenreduce/codec/randomk.hpp"
+#include "greenreduce/codec/registry.hpp"
+#include "greenreduce/codec/sign.hpp"
+#include "greenreduce/codec/ternary.hpp"
+#include "greenreduce/codec/topk.hpp"
+
 // transports
 #include "greenreduce/transport/concept.hpp"
+#include "greenreduce/transport/inproc.hpp"
 // nvcc's front end cannot parse Boost.Asio 1.74: a .cu file gets everything
 // else from this header and includes the TCP transport from a .cpp instead.
 #if !defined(__CUDACC__)
@@ -46,6 +52,12 @@
 #include "greenreduce/transport/store.hpp"
 #include "greenreduce/transport/tcp.hpp"
 #endif
+
+// collectives
+#include "greenreduce/collective/allgather.hpp"
+#include "greenreduce/collective/barrier.hpp"
+#include "greenreduce/collective/broadcast.hpp"
+#include "greenreduce/collective/ring_allreduce.hpp"
 
 // energy
 #include "greenreduce/energy/csv.hpp"
