@@ -49,14 +49,14 @@ inline void philox_group_words(const rng& g, std::size_t group, std::uint32_t* w
 }  // namespace scalar
 
 /// SIMD form of scalar::philox_group_words: the 16 blocks of a group as
-/// 16 / batch::size evaluations of kernels/random_bits.hpp's philox_lanes,
+/// 16 / batch::size evaluations of kernels/random_bits.hpp's philox_words,
 /// each storing whole batches of words.
 template <class Arch = xsimd::default_arch>
 void philox_group_words(const rng& g, std::size_t group, std::uint32_t* words) noexcept {
   constexpr std::size_t w = xsimd::batch<std::uint32_t, Arch>::size;
   static_assert(philox_group_blocks % w == 0, "a group must hold whole batches of blocks");
   for (std::size_t j0 = 0; j0 < philox_group_blocks; j0 += w) {
-    const auto r = philox_lanes<Arch>(g, philox_group_blocks * group + j0);
+    const auto r = philox_words<Arch>(g, philox_group_blocks * group + j0);
     for (std::size_t k = 0; k < 4; ++k) r[k].store_unaligned(words + 16 * k + j0);
   }
 }
