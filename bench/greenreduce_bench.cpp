@@ -11,6 +11,13 @@
 // bytes_received of rank 0 for one operation), ratio (raw_bytes / bytes_sent)
 // and #wrong. `--json` prints one JSON object per line instead.
 //
+// Energy: every report is annotated by energy::model (profile from
+// --energy-profile NAME, else GREENREDUCE_ENERGY_PROFILE and the
+// GREENREDUCE_ENERGY_* overrides; default datacenter_ethernet). `joules` is
+// the estimate summed over all ranks for one operation and `J/GB` divides it
+// by the operation's size in GB (1e9 bytes of fp32 gradient reduced), so codecs
+// compare by the energy each GB of gradient costs. Both are model estimates.
+//
 // --check compares each rank's result with a float64 reference and counts the
 // elements beyond the bound of bench/check.hpp; #wrong sums all ranks.
 // Argument errors print a message and exit with status 2.
@@ -32,6 +39,7 @@
 #include "greenreduce/collective/barrier.hpp"
 #include "greenreduce/collective/ring_allreduce.hpp"
 #include "greenreduce/core/env.hpp"
+#include "greenreduce/energy/model.hpp"
 #include "greenreduce/transport/inproc.hpp"
 #include "launch.hpp"
 
@@ -53,6 +61,8 @@ struct config {
   std::size_t segment_bytes = 512 * 1024;
   gr::collective::reduce_op op = gr::collective::reduce_op::sum;
   bool error_feedback = false;
+  std::string energy_profile;  // empty: from the environment
+  gr::energy::model energy;
 };
 
 [[noreturn]] void usage_error(const std::string& msg) {
@@ -61,7 +71,7 @@ struct config {
                "usage: greenreduce-bench [--np N] [--transport inproc|tcp] [--codec LIST]\n"
                "       [--bytes B | --min-bytes B --max-bytes B --factor F] [--iters N]\n"
                "       [--warmup N] [--check] [--json] [--seed S] [--segment-bytes B]\n"
-               "       [--op sum|average] [--error-feedback]\n"
+               "       [--op sum|average] [--error-feedback] [--energy-profile NAME]\n"
                "codecs: %s\n",
                msg.c_str(), std::string(gr::codec::codec_spec_help).c_str());
   std::exit(2);
@@ -121,6 +131,8 @@ config parse(int argc, char** argv) {
         usage_error("--op must be sum or average, got \"" + v + "\"");
     } else if (a == "--check")
       c.check = true;
+    else if (a == "--energy-profile")
+      c.energy_profile = value();
     else if (a == "--json")
       c.json = true;
     else if (a == "--error-feedback")
@@ -148,6 +160,13 @@ config parse(int argc, char** argv) {
   }
   for (auto& s : c.sizes) s = s / 4 * 4;  // whole floats
   if (c.segment_bytes < 4) usage_error("--segment-bytes must be >= 4");
+  const auto process = gr::env_source::process();
+  const std::string profile = c.energy_profile;
+  c.energy = gr::energy::model::from_env(gr::env_source(
+      [process, profile](const std::string& name) -> std::optional<std::string> {
+        if (!profile.empty() && name == "GREENREDUCE_ENERGY_PROFILE") return profile;
+        return process.get(name);
+      }));
   return c;
 }
 
@@ -156,9 +175,9 @@ void print_header(const config& c) {
   std::printf("# greenreduce-bench: allreduce %s, transport %s, iters %d, warmup %d\n",
               std::string(gr::collective::to_string(c.op)).c_str(), c.transport.c_str(), c.iters,
               c.warmup);
-  std::printf("%12s %12s %20s %17s %4s %11s %11s %11s %14s %8s %8s\n", "size", "count", "codec",
-              "algo", "np", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "wire bytes", "ratio",
-              "#wrong");
+  std::printf("%12s %12s %20s %17s %4s %11s %11s %11s %14s %8s %10s %10s %8s\n", "size", "count",
+              "codec", "algo", "np", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "wire bytes",
+              "ratio", "joules", "J/GB", "#wrong");
   std::fflush(stdout);
 }
 
@@ -169,28 +188,32 @@ struct row {
   double time_us;
   std::uint64_t wire, raw, sent;
   std::int64_t wrong;  // -1: not checked
+  double joules;       // estimate, all ranks, one operation
 };
 
 void print_row(const config& c, const row& r) {
   const double algbw = r.time_us > 0 ? static_cast<double>(r.size) / (r.time_us * 1e3) : 0;
   const double busbw = r.np > 1 ? algbw * 2.0 * (r.np - 1) / r.np : 0;
   const double ratio = r.sent == 0 ? 1.0 : static_cast<double>(r.raw) / static_cast<double>(r.sent);
+  const double j_per_gb = r.size == 0 ? 0 : r.joules / (static_cast<double>(r.size) / 1e9);
   if (c.json) {
     std::printf(
         "{\"size\":%llu,\"count\":%llu,\"codec\":\"%s\",\"algo\":\"%s\",\"np\":%d,"
         "\"time_us\":%.3f,\"algbw_GBps\":%.6f,\"busbw_GBps\":%.6f,\"wire_bytes\":%llu,"
-        "\"raw_bytes\":%llu,\"ratio\":%.4f,\"wrong\":%lld,\"transport\":\"%s\",\"op\":\"%s\"}\n",
+        "\"raw_bytes\":%llu,\"ratio\":%.4f,\"wrong\":%lld,\"transport\":\"%s\",\"op\":\"%s\","
+        "\"joules\":%.6g,\"j_per_gb\":%.6g,\"energy_method\":\"model\"}\n",
         static_cast<unsigned long long>(r.size), static_cast<unsigned long long>(r.count),
         r.codec.c_str(), r.algo.c_str(), r.np, r.time_us, algbw, busbw,
         static_cast<unsigned long long>(r.wire), static_cast<unsigned long long>(r.raw), ratio,
         static_cast<long long>(r.wrong), c.transport.c_str(),
-        std::string(gr::collective::to_string(c.op)).c_str());
+        std::string(gr::collective::to_string(c.op)).c_str(), r.joules, j_per_gb);
   } else {
     const std::string wrong = r.wrong < 0 ? "N/A" : std::to_string(r.wrong);
-    std::printf("%12llu %12llu %20s %17s %4d %11.1f %11.3f %11.3f %14llu %8.2f %8s\n",
+    std::printf("%12llu %12llu %20s %17s %4d %11.1f %11.3f %11.3f %14llu %8.2f %10.4g %10.4g %8s\n",
                 static_cast<unsigned long long>(r.size), static_cast<unsigned long long>(r.count),
                 r.codec.c_str(), r.algo.c_str(), r.np, r.time_us, algbw, busbw,
-                static_cast<unsigned long long>(r.wire), ratio, wrong.c_str());
+                static_cast<unsigned long long>(r.wire), ratio, r.joules, j_per_gb,
+                wrong.c_str());
   }
   std::fflush(stdout);
 }
@@ -213,18 +236,20 @@ void rank_main(Transport& t, const config& c) {
             opts.segment_bytes = c.segment_bytes;
             opts.seed = c.seed;
             opts.error_feedback = c.error_feedback;
+            opts.annotate = [&c](gr::report& rp) { c.energy.annotate(rp); };
             gr::collective::ring_allreduce<C, Transport> ring(t, n, codec, opts);
             for (int i = 0; i < c.warmup; ++i) {
               work = input;
               ring.run(work, c.op);
             }
             gr::collective::barrier(t);
-            double seconds = 0;
+            double seconds = 0, energy_j = 0;
             gr::report rep;
             for (int i = 0; i < c.iters; ++i) {
               work = input;
               rep = ring.run(work, c.op);
               seconds += rep.seconds;
+              energy_j += rep.energy.total_j();
             }
             std::int64_t wrong = -1;
             if (c.check) {
@@ -234,9 +259,15 @@ void rank_main(Transport& t, const config& c) {
               sum.run(std::span<float>(&local, 1));
               wrong = static_cast<std::int64_t>(local);
             }
+            // The operation's energy is every rank's estimate; a 1-element sum gathers it.
+            float joules = static_cast<float>(energy_j / c.iters);
+            {
+              gr::collective::ring_allreduce<gr::codec::none, Transport> sum(t, 1);
+              sum.run(std::span<float>(&joules, 1));
+            }
             if (r == 0)
               print_row(c, {size, n, c.codec_specs[k], rep.algo, p, seconds / c.iters * 1e6,
-                            rep.wire_bytes(), rep.raw_bytes, rep.bytes_sent, wrong});
+                            rep.wire_bytes(), rep.raw_bytes, rep.bytes_sent, wrong, joules});
           },
           c.codecs[k]);
     }
