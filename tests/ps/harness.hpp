@@ -95,8 +95,10 @@ inline void run_ranks(mailbox_world& world, int S, int size,
   for (int r = 0; r < size; ++r)
     threads.emplace_back([&, r] {
       try {
-        if (r < S) serve(*eps[static_cast<std::size_t>(r)]);
-        else work(*eps[static_cast<std::size_t>(r)]);
+        if (r < S)
+          serve(*eps[static_cast<std::size_t>(r)]);
+        else
+          work(*eps[static_cast<std::size_t>(r)]);
       } catch (...) {
         std::lock_guard lock(m);
         if (!first) first = std::current_exception();

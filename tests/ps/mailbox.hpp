@@ -69,8 +69,8 @@ class mailbox_world {
         if (!ok)
           throw timeout_error(detail::str("mailbox rank ", rank_, " recv from ", r.peer,
                                           " exceeded ", w_->timeout_.count(), " ms"));
-        throw peer_error(detail::str("mailbox rank ", rank_, " recv from ", r.peer,
-                                     ": connection closed"));
+        throw peer_error(
+            detail::str("mailbox rank ", rank_, " recv from ", r.peer, ": connection closed"));
       }
       auto msg = std::move(b.q.front());
       b.q.pop_front();

@@ -3,8 +3,10 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cmath>
+#include <latch>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include "ps/harness.hpp"
 #include "support/random.hpp"
@@ -51,7 +53,8 @@ struct least_squares {
     for (std::size_t r = 0; r < rows_per_worker; ++r) {
       float res = -b[static_cast<std::size_t>(w)][r];
       for (std::size_t c = 0; c < d; ++c) res += a[r * d + c] * x[c];
-      for (std::size_t c = 0; c < d; ++c) g[c] += res * a[r * d + c] / static_cast<float>(rows_per_worker);
+      for (std::size_t c = 0; c < d; ++c)
+        g[c] += res * a[r * d + c] / static_cast<float>(rows_per_worker);
     }
     return g;
   }
@@ -98,7 +101,8 @@ std::pair<std::vector<float>, std::uint32_t> solve(ps::consistency mode, int W, 
           if (mode.mode == ps::consistency::kind::bounded_staleness) {
             // Released from step `step`: every worker has begun step - s.
             for (const auto& st : started)
-              if (st.load() + mode.staleness < static_cast<std::uint64_t>(step) + 1) bound_broken = true;
+              if (st.load() + mode.staleness < static_cast<std::uint64_t>(step) + 1)
+                bound_broken = true;
           }
         }
         if (w == 0) {
@@ -121,7 +125,8 @@ std::pair<std::vector<float>, std::uint32_t> solve(ps::consistency mode, int W, 
 TEST_CASE("ps sync: equals single-process momentum SGD on the same gradients", "[ps][sync]") {
   const std::uint64_t seed = test::seed(10);
   const int S = 2, W = 3, steps = 6;
-  const std::vector<ps::key_spec> keys{{"w1", 257}, {"b1", 3}, {"w2", 100}, {"one", 1}, {"empty", 0}};
+  const std::vector<ps::key_spec> keys{
+      {"w1", 257}, {"b1", 3}, {"w2", 100}, {"one", 1}, {"empty", 0}};
   const float lr = 0.05F, mom = 0.9F;
   // Reference.
   std::vector<std::vector<float>> ref(keys.size()), vel(keys.size());
@@ -159,6 +164,11 @@ TEST_CASE("ps sync: equals single-process momentum SGD on the same gradients", "
       [&](endpoint& t) {
         ps::worker<endpoint> wk(t, ps::roles(S, S + W), keys);
         const int w = wk.index();
+        std::vector<char> contacted(S, 0);
+        auto first_contact = [&](std::size_t k) {
+          const auto s = static_cast<std::size_t>(wk.layout().owner[k]);
+          return !std::exchange(contacted[s], 1);
+        };
         for (int step = 0; step < steps; ++step)
           for (std::size_t k = 0; k < keys.size(); ++k) {
             const auto g = grad_of(seed, w, k, static_cast<std::uint64_t>(step), keys[k].length);
@@ -167,8 +177,11 @@ TEST_CASE("ps sync: equals single-process momentum SGD on the same gradients", "
             CHECK(rep.algo == "ps");
             CHECK(rep.codec == "none");
             CHECK(rep.raw_bytes == 4 * keys[k].length);
-            CHECK(rep.bytes_sent == ps::request_header_bytes + frame_header_bytes + 4 * keys[k].length);
-            CHECK(rep.bytes_received == ps::reply_header_bytes);
+            // The first request to a server also carries the hello exchange.
+            const std::uint64_t hello = step == 0 && first_contact(k) ? 1 : 0;
+            CHECK(rep.bytes_sent == ps::request_header_bytes + frame_header_bytes +
+                                        4 * keys[k].length + hello * ps::request_header_bytes);
+            CHECK(rep.bytes_received == ps::reply_header_bytes * (1 + hello));
             CHECK(rep.memory_bytes == codec::none{}.encode_work(keys[k].length).memory_bytes);
             CHECK(rep.seconds >= 0);
           }
@@ -204,7 +217,8 @@ TEST_CASE("ps async: converges to the least-squares optimum", "[ps][async]") {
 
 TEST_CASE("ps ssp: converges and never exceeds the staleness bound", "[ps][ssp]") {
   for (std::uint32_t s : {1U, 3U}) {
-    const auto [x, stale] = solve(ps::consistency::bounded_staleness(s), 3, 400, test::seed(12 + s));
+    const auto [x, stale] =
+        solve(ps::consistency::bounded_staleness(s), 3, 400, test::seed(12 + s));
     INFO("staleness bound " << s);
     CHECK(stale <= s);
   }
@@ -219,6 +233,7 @@ TEST_CASE("ps shares: follow the workers' measured throughput", "[ps][shares]") 
   ps::ps_options opt;
   opt.mode = ps::consistency::async();
   std::vector<std::vector<double>> seen(static_cast<std::size_t>(W));
+  std::latch all_pushed(W), all_pushed_twice(W);
   test::run_ranks(
       world, S, S + W,
       [&](endpoint& t) {
@@ -237,9 +252,9 @@ TEST_CASE("ps shares: follow the workers' measured throughput", "[ps][shares]") 
           std::this_thread::sleep_for(std::chrono::milliseconds(4 * (w + 1)));
           wk.push("p", g);
         }
-        // The slowest worker measures last; wait until all have pushed.
-        std::this_thread::sleep_for(50ms);
+        all_pushed.arrive_and_wait();
         seen[static_cast<std::size_t>(w)] = wk.shares();
+        all_pushed_twice.arrive_and_wait();  // nobody leaves before everyone asked
       });
   // Rates are 1 : 1/2 : 1/3, so shares 6/11, 3/11, 2/11.
   const auto& sh = seen[2];
@@ -303,7 +318,9 @@ TEST_CASE("ps: error feedback keeps a lossy codec's error bounded", "[ps][codec]
         });
     const float want = -0.3F * steps;
     INFO("error feedback " << ef << ": " << p[0] << " vs " << want);
-    if (ef) CHECK(std::abs(p[0] - want) <= 0.0625F + 1e-4F);
-    else CHECK(std::abs(p[0] - want) > 1.0F);
+    if (ef)
+      CHECK(std::abs(p[0] - want) <= 0.0625F + 1e-4F);
+    else
+      CHECK(std::abs(p[0] - want) > 1.0F);
   }
 }

@@ -11,14 +11,15 @@
 using namespace greenreduce;
 using greenreduce::test::what_has;
 
-TEST_CASE("placement: greedy largest-first balances bytes and is deterministic", "[ps][placement]") {
+TEST_CASE("placement: greedy largest-first balances bytes and is deterministic",
+          "[ps][placement]") {
   std::mt19937_64 gen(test::seed(1));
   for (int trial = 0; trial < 50; ++trial) {
     const int S = 1 + static_cast<int>(gen() % 5);
     std::vector<ps::key_spec> keys;
     const std::size_t nk = gen() % 20;
     for (std::size_t k = 0; k < nk; ++k)
-      keys.push_back({"k" + std::to_string(k), static_cast<std::size_t>(gen() % 1000)});
+      keys.push_back({detail::str("k", k), static_cast<std::size_t>(gen() % 1000)});
     const auto p = ps::place(keys, S);
     const auto q = ps::place(keys, S);
     CHECK(p.owner == q.owner);
@@ -61,7 +62,8 @@ TEST_CASE("options: consistency modes parse and print", "[ps][options]") {
   CHECK(ps::consistency::parse("ssp:0") == ps::consistency::sync());
   CHECK(ps::consistency::parse("ssp:3").to_string() == "ssp:3");
   for (const char* bad : {"", "ssp", "ssp:", "ssp:-1", "ssp:x", "Sync", "ssp:1x"})
-    CHECK_THROWS_MATCHES(ps::consistency::parse(bad), config_error, what_has("sync, async or ssp:K"));
+    CHECK_THROWS_MATCHES(ps::consistency::parse(bad), config_error,
+                         what_has("sync, async or ssp:K"));
 }
 
 TEST_CASE("options: roles and environment", "[ps][options]") {

@@ -56,9 +56,12 @@ struct consistency {
 
   std::string to_string() const {
     switch (mode) {
-      case kind::sync: return "sync";
-      case kind::async: return "async";
-      case kind::bounded_staleness: return detail::str("ssp:", staleness);
+      case kind::sync:
+        return "sync";
+      case kind::async:
+        return "async";
+      case kind::bounded_staleness:
+        return detail::str("ssp:", staleness);
     }
     return "unknown";
   }
@@ -103,8 +106,8 @@ struct ps_options {
     ps_options o;
     if (auto m = env.get("GREENREDUCE_PS_MODE")) o.mode = consistency::parse(*m);
     const auto base = env_int(env, "GREENREDUCE_TIMEOUT_MS", 30000, 1, 86400000);
-    o.timeout = std::chrono::milliseconds(
-        env_int(env, "GREENREDUCE_PS_TIMEOUT_MS", base, 1, 86400000));
+    o.timeout =
+        std::chrono::milliseconds(env_int(env, "GREENREDUCE_PS_TIMEOUT_MS", base, 1, 86400000));
     return o;
   }
 };

@@ -27,8 +27,8 @@ struct key_spec {
 
 /// The owner of every key and each server's share of the bytes.
 struct placement {
-  std::vector<int> owner;               ///< owner[key id] = server index in [0, S)
-  std::vector<std::uint64_t> bytes;     ///< bytes[server] = fp32 bytes of its keys
+  std::vector<int> owner;                         ///< owner[key id] = server index in [0, S)
+  std::vector<std::uint64_t> bytes;               ///< bytes[server] = fp32 bytes of its keys
   std::vector<std::vector<std::size_t>> keys_of;  ///< keys_of[server] = its key ids, ascending
 
   int servers() const noexcept { return static_cast<int>(bytes.size()); }
@@ -38,8 +38,8 @@ struct placement {
 /// Throws config_error for servers < 1 or duplicate key names.
 inline placement place(const std::vector<key_spec>& keys, int servers) {
   if (servers < 1)
-    throw config_error(detail::str("parameter server placement needs at least 1 server, got ",
-                                   servers));
+    throw config_error(
+        detail::str("parameter server placement needs at least 1 server, got ", servers));
   for (std::size_t i = 0; i < keys.size(); ++i)
     for (std::size_t j = i + 1; j < keys.size(); ++j)
       if (keys[i].name == keys[j].name)
@@ -47,9 +47,8 @@ inline placement place(const std::vector<key_spec>& keys, int servers) {
                                        "' is declared twice (ids ", i, " and ", j, ")"));
   std::vector<std::size_t> order(keys.size());
   std::iota(order.begin(), order.end(), std::size_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-    return keys[a].length > keys[b].length;
-  });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return keys[a].length > keys[b].length; });
   placement p;
   p.owner.assign(keys.size(), 0);
   p.bytes.assign(static_cast<std::size_t>(servers), 0);

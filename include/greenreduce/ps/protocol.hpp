@@ -5,6 +5,11 @@
 // follows is the payload. A worker has at most one request in flight per
 // server, so replies need no sequence numbers.
 //
+// A worker's first request to each server is a hello, whose reply says how
+// many bytes the server's receive buffer holds: a push that would not fit
+// (the two sides disagree on a key's length) is refused on the worker, naming
+// the key, instead of breaking the connection with an over-long message.
+//
 // Request (56 bytes + payload):
 //   off size field
 //     0    4 magic        "GRPQ"
@@ -27,7 +32,8 @@
 //     8    4 key          key id answered
 //    12    4 reserved     must be 0
 //    16    8 step         key step after the push / of the pulled parameters
-//    24    8 length       elements (pull), workers (shares), 0 otherwise
+//    24    8 length       elements (pull), workers (shares), the server's
+//                         receive bound in bytes (hello), 0 otherwise
 //    32    8 payload      payload bytes that follow
 //
 // Parsers check every field against the bytes actually received and never use
@@ -58,6 +64,7 @@ enum class request_kind : std::uint8_t {
   pull = 2,    ///< no payload; reply payload: the parameters as a pull-codec frame
   shares = 3,  ///< no payload; reply payload: one f64 batch share per worker
   bye = 4,     ///< no payload, no reply: this worker is done with this server
+  hello = 5,   ///< no payload; reply length: the largest request the server accepts
 };
 
 enum class reply_status : std::uint16_t {
@@ -67,15 +74,22 @@ enum class reply_status : std::uint16_t {
   wrong_length = 3,  ///< length differs from the key's (mismatch_error)
   wrong_codec = 4,   ///< codec hash differs from the server's (mismatch_error)
   out_of_step = 5,   ///< a step the mode does not accept (mismatch_error)
-  peer_failed = 6,   ///< the step cannot complete: a worker died, or this one was dropped (peer_error)
+  peer_failed =
+      6,  ///< the step cannot complete: a worker died, or this one was dropped (peer_error)
 };
 
 constexpr std::string_view to_string(request_kind k) noexcept {
   switch (k) {
-    case request_kind::push: return "push";
-    case request_kind::pull: return "pull";
-    case request_kind::shares: return "shares";
-    case request_kind::bye: return "bye";
+    case request_kind::push:
+      return "push";
+    case request_kind::pull:
+      return "pull";
+    case request_kind::shares:
+      return "shares";
+    case request_kind::bye:
+      return "bye";
+    case request_kind::hello:
+      return "hello";
   }
   return "unknown";
 }
@@ -103,8 +117,8 @@ struct reply_header {
 /// Writes the request header into out[0, 56); config_error when too small.
 inline void write_request(std::span<std::byte> out, const request_header& h) {
   if (out.size() < request_header_bytes)
-    throw config_error(detail::str("request header needs ", request_header_bytes,
-                                   " bytes, got ", out.size()));
+    throw config_error(
+        detail::str("request header needs ", request_header_bytes, " bytes, got ", out.size()));
   std::byte* p = out.data();
   store_le<std::uint32_t>(p + 0, request_magic);
   store_le<std::uint8_t>(p + 4, protocol_version);
@@ -122,8 +136,8 @@ inline void write_request(std::span<std::byte> out, const request_header& h) {
 /// Writes the reply header into out[0, 40); config_error when too small.
 inline void write_reply(std::span<std::byte> out, const reply_header& h) {
   if (out.size() < reply_header_bytes)
-    throw config_error(detail::str("reply header needs ", reply_header_bytes, " bytes, got ",
-                                   out.size()));
+    throw config_error(
+        detail::str("reply header needs ", reply_header_bytes, " bytes, got ", out.size()));
   std::byte* p = out.data();
   store_le<std::uint32_t>(p + 0, reply_magic);
   store_le<std::uint8_t>(p + 4, protocol_version);
@@ -156,9 +170,10 @@ inline message_view<request_header> parse_request(std::span<const std::byte> msg
     throw decode_error(detail::str("request protocol version is ", unsigned{v},
                                    ", this build speaks ", unsigned{protocol_version}));
   const auto kind = load_le<std::uint8_t>(p + 5);
-  if (kind < 1 || kind > 4)
-    throw decode_error(detail::str("request kind is ", unsigned{kind},
-                                   ", expected 1 (push), 2 (pull), 3 (shares) or 4 (bye)"));
+  if (kind < 1 || kind > 5)
+    throw decode_error(
+        detail::str("request kind is ", unsigned{kind},
+                    ", expected 1 (push), 2 (pull), 3 (shares), 4 (bye) or 5 (hello)"));
   if (const auto f = load_le<std::uint16_t>(p + 6); f != 0)
     throw decode_error(detail::str("request flags are 0x", std::hex, f, ", expected 0"));
   request_header h;
@@ -187,14 +202,14 @@ inline message_view<reply_header> parse_reply(std::span<const std::byte> msg) {
                                    "-byte header but the message has ", msg.size(), " bytes"));
   const std::byte* p = msg.data();
   if (const auto m = load_le<std::uint32_t>(p); m != reply_magic)
-    throw decode_error(detail::str("reply magic is 0x", std::hex, m, ", expected 0x",
-                                   reply_magic, " (\"GRPR\")"));
+    throw decode_error(
+        detail::str("reply magic is 0x", std::hex, m, ", expected 0x", reply_magic, " (\"GRPR\")"));
   if (const auto v = load_le<std::uint8_t>(p + 4); v != protocol_version)
     throw decode_error(detail::str("reply protocol version is ", unsigned{v},
                                    ", this build speaks ", unsigned{protocol_version}));
   const auto kind = load_le<std::uint8_t>(p + 5);
-  if (kind < 1 || kind > 3)
-    throw decode_error(detail::str("reply kind is ", unsigned{kind}, ", expected 1, 2 or 3"));
+  if (kind < 1 || kind > 5 || kind == 4)
+    throw decode_error(detail::str("reply kind is ", unsigned{kind}, ", expected 1, 2, 3 or 5"));
   const auto status = load_le<std::uint16_t>(p + 6);
   if (status > static_cast<std::uint16_t>(reply_status::peer_failed))
     throw decode_error(detail::str("reply status is ", status, ", expected 0..6"));
@@ -218,13 +233,18 @@ inline message_view<reply_header> parse_reply(std::span<const std::byte> msg) {
 [[noreturn]] inline void throw_reply_error(reply_status s, std::string_view text) {
   const std::string what(text);
   switch (s) {
-    case reply_status::bad_request: throw decode_error(what);
-    case reply_status::unknown_key: throw config_error(what);
+    case reply_status::bad_request:
+      throw decode_error(what);
+    case reply_status::unknown_key:
+      throw config_error(what);
     case reply_status::wrong_length:
     case reply_status::wrong_codec:
-    case reply_status::out_of_step: throw mismatch_error(what);
-    case reply_status::peer_failed: throw peer_error(what);
-    case reply_status::ok: break;
+    case reply_status::out_of_step:
+      throw mismatch_error(what);
+    case reply_status::peer_failed:
+      throw peer_error(what);
+    case reply_status::ok:
+      break;
   }
   throw decode_error("an ok reply was passed as an error: " + what);
 }

@@ -71,9 +71,8 @@ class server {
  public:
   /// The server of rank `t.rank()` (must be < r.servers). Every rank passes
   /// the same keys, roles and options. Parameters start at zero; see init().
-  server(Transport& t, roles r, std::vector<key_spec> keys, update_rule rule,
-         ps_options opt = {}, PushCodec push_codec = {}, PullCodec pull_codec = {},
-         log_fn logger = {})
+  server(Transport& t, roles r, std::vector<key_spec> keys, update_rule rule, ps_options opt = {},
+         PushCodec push_codec = {}, PullCodec pull_codec = {}, log_fn logger = {})
       : t_(t),
         roles_(r),
         keys_(std::move(keys)),
@@ -89,12 +88,12 @@ class server {
       throw config_error(detail::str("ps server: roles describe ", r.size,
                                      " ranks but the transport has ", t.size()));
     if (!r.is_server(index_))
-      throw config_error(detail::str("ps server: rank ", index_, " is not a server (servers are ranks [0, ",
-                                     r.servers, "))"));
+      throw config_error(detail::str("ps server: rank ", index_,
+                                     " is not a server (servers are ranks [0, ", r.servers, "))"));
     if (!rule_.apply) throw config_error("ps server: the update rule has no callable");
     if (opt_.timeout.count() <= 0)
-      throw config_error(detail::str("ps server: timeout must be positive, got ",
-                                     opt_.timeout.count(), " ms"));
+      throw config_error(
+          detail::str("ps server: timeout must be positive, got ", opt_.timeout.count(), " ms"));
     const auto W = static_cast<std::size_t>(r.workers());
     slot_.assign(keys_.size(), npos);
     for (std::size_t k : place_.keys_of[static_cast<std::size_t>(index_)]) {
@@ -120,8 +119,8 @@ class server {
   void init(std::string_view name, std::span<const float> values) {
     const std::size_t k = key_id(name);
     if (slot_[k] == npos)
-      throw config_error(detail::str("ps server ", index_, ": key '", name,
-                                     "' belongs to server ", place_.owner[k]));
+      throw config_error(detail::str("ps server ", index_, ": key '", name, "' belongs to server ",
+                                     place_.owner[k]));
     if (values.size() != keys_[k].length)
       throw config_error(detail::str("ps server: init of key '", name, "' with ", values.size(),
                                      " values, the key has ", keys_[k].length));
@@ -156,8 +155,8 @@ class server {
   std::vector<float> params(std::string_view name) const {
     const std::size_t k = key_id(name);
     if (slot_[k] == npos)
-      throw config_error(detail::str("ps server ", index_, ": key '", name,
-                                     "' belongs to server ", place_.owner[k]));
+      throw config_error(detail::str("ps server ", index_, ": key '", name, "' belongs to server ",
+                                     place_.owner[k]));
     std::lock_guard lock(mu_);
     return ks_[slot_[k]].params;
   }
@@ -179,22 +178,26 @@ class server {
  private:
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
 
+  std::size_t receive_bound() const {
+    return request_header_bytes + push_codec_.max_encoded_bytes(max_len_);
+  }
+
   struct key_state {
     std::size_t id = 0;
     std::vector<float> params, state;
-    aligned_vector<float> agg;        // sync: sum of this step's gradients
-    std::uint64_t step = 0;           // updates applied (sync: completed steps)
-    std::vector<char> pushed;         // sync: who pushed this step
+    aligned_vector<float> agg;  // sync: sum of this step's gradients
+    std::uint64_t step = 0;     // updates applied (sync: completed steps)
+    std::vector<char> pushed;   // sync: who pushed this step
     std::size_t pushed_count = 0;
-    std::vector<std::uint64_t> clock; // async/SSP: pushes applied per worker
+    std::vector<std::uint64_t> clock;                    // async/SSP: pushes applied per worker
     std::vector<std::pair<int, std::uint64_t>> waiting;  // (worker, its clock) awaiting a reply
   };
   struct worker_state {
-    bool live = true;       // not dropped
-    bool left = false;      // said bye
-    bool in_flight = false; // a request of it is unanswered
+    bool live = true;        // not dropped
+    bool left = false;       // said bye
+    bool in_flight = false;  // a request of it is unanswered
     clock::time_point last_seen{};
-    double rate = 0;        // samples/s, exponential moving average
+    double rate = 0;  // samples/s, exponential moving average
   };
   struct outgoing {
     int worker;
@@ -216,7 +219,7 @@ class server {
 
   void receive_loop(int w) {
     const int peer = roles_.worker_rank(w);
-    byte_buffer buf(request_header_bytes + push_codec_.max_encoded_bytes(max_len_));
+    byte_buffer buf(receive_bound());
     aligned_vector<float> scratch(max_len_);
     for (;;) {
       std::size_t n = 0;
@@ -226,7 +229,8 @@ class server {
         std::vector<outgoing> out;
         {
           std::lock_guard lock(mu_);
-          if (workers_[static_cast<std::size_t>(w)].live && !workers_[static_cast<std::size_t>(w)].left)
+          if (workers_[static_cast<std::size_t>(w)].live &&
+              !workers_[static_cast<std::size_t>(w)].left)
             drop_locked(w, detail::str("its connection failed: ", e.what()), out);
         }
         send_all(out);
@@ -247,10 +251,12 @@ class server {
       for (int w = 0; w < roles_.workers(); ++w) {
         auto& ws = workers_[static_cast<std::size_t>(w)];
         if (!ws.live || ws.left || ws.in_flight) continue;
-        const auto silent = std::chrono::duration_cast<std::chrono::milliseconds>(now - ws.last_seen);
+        const auto silent =
+            std::chrono::duration_cast<std::chrono::milliseconds>(now - ws.last_seen);
         if (silent > opt_.timeout)
-          drop_locked(w, detail::str("it sent nothing for ", silent.count(), " ms (timeout ",
-                                     opt_.timeout.count(), " ms)"),
+          drop_locked(w,
+                      detail::str("it sent nothing for ", silent.count(), " ms (timeout ",
+                                  opt_.timeout.count(), " ms)"),
                       out);
       }
       if (!out.empty()) {
@@ -298,8 +304,8 @@ class server {
         reject_locked(w, h.kind, h.key, bad->first, std::move(bad->second), out);
       } else if (!ws.live) {
         reject_locked(w, h.kind, h.key, reply_status::peer_failed,
-                      detail::str("server ", index_, " dropped worker ", w,
-                                  " earlier (", ws_reason(w), "); its requests are refused"),
+                      detail::str("server ", index_, " dropped worker ", w, " earlier (",
+                                  ws_reason(w), "); its requests are refused"),
                       out);
       } else if (failed_ && h.kind != request_kind::pull) {
         reject_locked(w, h.kind, h.key, reply_status::peer_failed, failure_, out);
@@ -307,6 +313,8 @@ class server {
         push_locked(w, h, scratch, out);
       } else if (h.kind == request_kind::pull) {
         pull_locked(w, h, out);
+      } else if (h.kind == request_kind::hello) {
+        ok_locked(w, request_kind::hello, 0, 0, {}, out, receive_bound());
       } else {
         shares_reply_locked(w, out);
       }
@@ -323,7 +331,7 @@ class server {
     const auto what = [&] {
       return detail::str(to_string(h.kind), " from worker ", w, " to server ", index_);
     };
-    if (h.kind == request_kind::shares) return std::nullopt;
+    if (h.kind == request_kind::shares || h.kind == request_kind::hello) return std::nullopt;
     if (h.key >= keys_.size() || slot_[h.key] == npos)
       return {{reply_status::unknown_key,
                h.key >= keys_.size()
@@ -334,10 +342,9 @@ class server {
                                  "; server parameters unchanged")}};
     const auto& key = keys_[h.key];
     if (h.length != key.length)
-      return {{reply_status::wrong_length,
-               detail::str(what(), ": key '", key.name, "' has ", key.length,
-                           " elements, the request says ", h.length,
-                           "; server parameters unchanged")}};
+      return {{reply_status::wrong_length, detail::str(what(), ": key '", key.name, "' has ",
+                                                       key.length, " elements, the request says ",
+                                                       h.length, "; server parameters unchanged")}};
     if (h.kind == request_kind::pull) {
       if (h.codec_hash != codec::none{}.config_hash() && h.codec_hash != pull_codec_.config_hash())
         return {{reply_status::wrong_codec,
@@ -354,9 +361,8 @@ class server {
     try {
       push_codec_.decode(payload, scratch.first(key.length));
     } catch (const std::exception& e) {
-      return {{reply_status::bad_request,
-               detail::str(what(), ": key '", key.name, "': ", e.what(),
-                           "; server parameters unchanged")}};
+      return {{reply_status::bad_request, detail::str(what(), ": key '", key.name, "': ", e.what(),
+                                                      "; server parameters unchanged")}};
     }
     for (std::size_t i = 0; i < key.length; ++i)
       if (!std::isfinite(scratch[i]))
@@ -390,11 +396,11 @@ class server {
       return;
     }
     if (h.step != s.clock[W]) {
-      reject_locked(w, h.kind, h.key, reply_status::out_of_step,
-                    detail::str("push from worker ", w, " of key '", key.name, "' for step ",
-                                h.step, " but its next step is ", s.clock[W],
-                                "; server parameters unchanged"),
-                    out);
+      reject_locked(
+          w, h.kind, h.key, reply_status::out_of_step,
+          detail::str("push from worker ", w, " of key '", key.name, "' for step ", h.step,
+                      " but its next step is ", s.clock[W], "; server parameters unchanged"),
+          out);
       return;
     }
     update_context ctx{h.key, key.name, s.step, w, 1};
@@ -562,12 +568,11 @@ class server {
     stats_.dropped.push_back(w);
     drop_reasons_.emplace_back(w, why);
     log(detail::str("worker ", w, " (rank ", roles_.worker_rank(w), ") dropped: ", why));
-    for (auto& s : ks_)
-      std::erase_if(s.waiting, [w](const auto& p) { return p.first == w; });
+    for (auto& s : ks_) std::erase_if(s.waiting, [w](const auto& p) { return p.first == w; });
     if (opt_.mode.mode == consistency::kind::sync) {
       failed_ = true;
-      failure_ = detail::str("server ", index_, ": sync step cannot complete: worker ", w, " (rank ",
-                             roles_.worker_rank(w), ") ", why);
+      failure_ = detail::str("server ", index_, ": sync step cannot complete: worker ", w,
+                             " (rank ", roles_.worker_rank(w), ") ", why);
       for (auto& s : ks_) {
         for (auto [v, st] : s.waiting) {
           (void)st;
@@ -614,7 +619,8 @@ class server {
     r.length = length;
     r.payload_bytes = payload.size();
     write_reply(bytes, r);
-    if (!payload.empty()) std::memcpy(bytes.data() + reply_header_bytes, payload.data(), payload.size());
+    if (!payload.empty())
+      std::memcpy(bytes.data() + reply_header_bytes, payload.data(), payload.size());
     answered_locked(w);
     out.push_back({w, std::move(bytes)});
   }
@@ -655,8 +661,10 @@ class server {
 
   void log(const std::string& line) const {
     const std::string full = detail::str("[greenreduce ps server ", index_, "] ", line);
-    if (log_) log_(full);
-    else std::cerr << full << '\n';
+    if (log_)
+      log_(full);
+    else
+      std::cerr << full << '\n';
   }
 
   std::size_t key_id(std::string_view name) const {

@@ -24,10 +24,10 @@ namespace greenreduce::ps {
 
 /// What the server tells a rule about the update it applies.
 struct update_context {
-  std::size_t key = 0;         ///< key id
-  std::string_view name;       ///< key name
-  std::uint64_t step = 0;      ///< the key's update count before this update
-  int worker = -1;             ///< the pushing worker (async/SSP), -1 for an aggregate (sync)
+  std::size_t key = 0;           ///< key id
+  std::string_view name;         ///< key name
+  std::uint64_t step = 0;        ///< the key's update count before this update
+  int worker = -1;               ///< the pushing worker (async/SSP), -1 for an aggregate (sync)
   std::size_t contributors = 1;  ///< gradients averaged into `grad`
 };
 
@@ -49,8 +49,9 @@ struct update_rule {
 /// Plain SGD with optional momentum.
 inline update_rule sgd(float lr, float momentum = 0.0F) {
   if (!std::isfinite(lr) || !std::isfinite(momentum) || momentum < 0.0F || momentum >= 1.0F)
-    throw config_error(detail::str("sgd needs a finite learning rate and momentum in [0, 1), got lr ",
-                                   lr, ", momentum ", momentum));
+    throw config_error(
+        detail::str("sgd needs a finite learning rate and momentum in [0, 1), got lr ", lr,
+                    ", momentum ", momentum));
   if (momentum == 0.0F)
     return {0, [lr](const update_context&, std::span<float> p, std::span<const float> g,
                     std::span<float>) {

@@ -61,8 +61,8 @@ class worker {
   static constexpr bool exact_codec = std::is_same_v<Codec, codec::none>;
 
  public:
-  worker(Transport& t, roles r, std::vector<key_spec> keys, worker_options opt = {},
-         Codec c = {}, PullCodec pc = {})
+  worker(Transport& t, roles r, std::vector<key_spec> keys, worker_options opt = {}, Codec c = {},
+         PullCodec pc = {})
       : t_(t),
         roles_(r),
         keys_(std::move(keys)),
@@ -72,14 +72,15 @@ class worker {
         pull_codec_(std::move(pc)),
         rng_(opt.seed, static_cast<std::uint64_t>(t.rank())),
         steps_(keys_.size(), 0),
+        bounds_(static_cast<std::size_t>(r.servers), 0),
         outside_at_push_(keys_.size(), 0),
         last_return_(clock::now()) {
     if (r.size != t.size())
       throw config_error(detail::str("ps worker: roles describe ", r.size,
                                      " ranks but the transport has ", t.size()));
     if (!r.is_worker(t.rank()))
-      throw config_error(detail::str("ps worker: rank ", t.rank(), " is a server (servers are ranks [0, ",
-                                     r.servers, "))"));
+      throw config_error(detail::str("ps worker: rank ", t.rank(),
+                                     " is a server (servers are ranks [0, ", r.servers, "))"));
     std::size_t max_len = 0;
     for (const auto& k : keys_) max_len = std::max(max_len, k.length);
     if (use_ef()) {
@@ -88,12 +89,13 @@ class worker {
       ef_next_.resize(max_len);
       ef_dec_.resize(max_len);
     }
-    const std::size_t pull_cap = std::max(codec::none{}.max_encoded_bytes(max_len),
-                                          pull_codec_.max_encoded_bytes(max_len));
+    const std::size_t pull_cap =
+        std::max(codec::none{}.max_encoded_bytes(max_len), pull_codec_.max_encoded_bytes(max_len));
     send_buf_.resize(request_header_bytes + codec_.max_encoded_bytes(max_len));
     // Replies: a pull frame, the shares of every worker, or an error text.
-    recv_buf_.resize(reply_header_bytes +
-                     std::max({pull_cap, static_cast<std::size_t>(8 * r.workers()), max_error_text}));
+    recv_buf_.resize(
+        reply_header_bytes +
+        std::max({pull_cap, static_cast<std::size_t>(8 * r.workers()), max_error_text}));
   }
 
   worker(const worker&) = delete;
@@ -146,9 +148,17 @@ class worker {
     h.compute_ns = steps_[k] == 0 ? 0 : outside_ns_ - outside_at_push_[k];
     h.payload_bytes = len;
     write_request(send_buf_, h);
+    const int owner = place_.owner[k];
+    if (request_header_bytes + len > bound_of(owner))
+      throw mismatch_error(detail::str(
+          "push of key '", spec.name, "': the request needs ", request_header_bytes + len,
+          " bytes but server rank ", roles_.server_rank(owner), " accepts at most ",
+          bound_of(owner), ", so its key table differs from this worker's (key '", spec.name,
+          "' has ", spec.length, " elements here); nothing was sent"));
     outside_at_push_[k] = outside_ns_;
-    const auto reply = exchange(k, std::span<const std::byte>(send_buf_).first(request_header_bytes + len),
-                                request_kind::push, spec.name);
+    const auto reply =
+        exchange(k, std::span<const std::byte>(send_buf_).first(request_header_bytes + len),
+                 request_kind::push, spec.name);
     (void)reply;
     if (use_ef()) {
       auto e = std::span<const float>(ef_next_).first(spec.length);
@@ -175,8 +185,9 @@ class worker {
     h.length = spec.length;
     h.codec_hash = opt_.encoded_pull ? pull_codec_.config_hash() : codec::none{}.config_hash();
     write_request(send_buf_, h);
-    const auto reply = exchange(k, std::span<const std::byte>(send_buf_).first(request_header_bytes),
-                                request_kind::pull, spec.name);
+    const auto reply =
+        exchange(k, std::span<const std::byte>(send_buf_).first(request_header_bytes),
+                 request_kind::pull, spec.name);
     if (reply.header.length != spec.length)
       throw decode_error(detail::str("pull of key '", spec.name, "': the reply declares ",
                                      reply.header.length, " elements, the key has ", spec.length));
@@ -204,9 +215,9 @@ class worker {
     request_header h;
     h.kind = request_kind::shares;
     write_request(send_buf_, h);
-    const auto reply =
-        exchange_with(largest_owner(), std::span<const std::byte>(send_buf_).first(request_header_bytes),
-                      request_kind::shares, "(shares)");
+    const auto reply = exchange_with(
+        largest_owner(), std::span<const std::byte>(send_buf_).first(request_header_bytes),
+        request_kind::shares, "(shares)");
     const auto W = static_cast<std::size_t>(roles_.workers());
     if (reply.header.length != W || reply.payload.size() != 8 * W)
       throw decode_error(detail::str("shares reply carries ", reply.header.length, " values in ",
@@ -232,7 +243,8 @@ class worker {
     h.kind = request_kind::bye;
     write_request(send_buf_, h);
     for (int s = 0; s < roles_.servers; ++s)
-      t_.send(roles_.server_rank(s), std::span<const std::byte>(send_buf_).first(request_header_bytes));
+      t_.send(roles_.server_rank(s),
+              std::span<const std::byte>(send_buf_).first(request_header_bytes));
   }
 
   /// This worker's index among the workers.
@@ -281,6 +293,19 @@ class worker {
     r.compute_ops += w.ops;
   }
 
+  /// The largest request server s accepts, asked once with a hello.
+  std::uint64_t bound_of(int s) {
+    auto& b = bounds_[static_cast<std::size_t>(s)];
+    if (b == 0) {
+      request_header h;
+      h.kind = request_kind::hello;
+      byte_buffer req(request_header_bytes);
+      write_request(req, h);
+      b = exchange_with(s, req, request_kind::hello, "(hello)").header.length;
+    }
+    return b;
+  }
+
   int largest_owner() const {
     std::size_t best = 0;
     for (std::size_t k = 1; k < keys_.size(); ++k)
@@ -295,8 +320,8 @@ class worker {
 
   /// Sends one request to server `s` and receives its reply; turns an error
   /// reply into the matching exception, prefixed with the key's name.
-  message_view<reply_header> exchange_with(int s, std::span<const std::byte> req,
-                                           request_kind kind, std::string_view name) {
+  message_view<reply_header> exchange_with(int s, std::span<const std::byte> req, request_kind kind,
+                                           std::string_view name) {
     const int peer = roles_.server_rank(s);
     std::size_t n = 0;
     try {
@@ -315,9 +340,11 @@ class worker {
                                      " sent a malformed reply: ", e.what()));
     }
     if (v.header.status != reply_status::ok) {
-      const std::string_view text(reinterpret_cast<const char*>(v.payload.data()), v.payload.size());
-      throw_reply_error(v.header.status, detail::str(to_string(kind), " of key '", name,
-                                                     "' refused by server rank ", peer, ": ", text));
+      const std::string_view text(reinterpret_cast<const char*>(v.payload.data()),
+                                  v.payload.size());
+      throw_reply_error(v.header.status,
+                        detail::str(to_string(kind), " of key '", name, "' refused by server rank ",
+                                    peer, ": ", text));
     }
     if (v.header.kind != kind)
       throw decode_error(detail::str(to_string(kind), " of key '", name, "': server rank ", peer,
@@ -328,8 +355,8 @@ class worker {
   std::size_t key_id(std::string_view name, std::string_view op) const {
     for (std::size_t k = 0; k < keys_.size(); ++k)
       if (keys_[k].name == name) return k;
-    throw config_error(detail::str(op, " of key '", name, "': no such key (", keys_.size(),
-                                   " keys declared)"));
+    throw config_error(
+        detail::str(op, " of key '", name, "': no such key (", keys_.size(), " keys declared)"));
   }
 
   Transport& t_;
@@ -341,6 +368,7 @@ class worker {
   PullCodec pull_codec_;
   rng rng_;
   std::vector<std::uint64_t> steps_;
+  std::vector<std::uint64_t> bounds_;  // per server: its receive bound (0: not asked yet)
   std::vector<std::vector<float>> residual_;
   aligned_vector<float> ef_next_, ef_dec_;
   byte_buffer send_buf_, recv_buf_;
