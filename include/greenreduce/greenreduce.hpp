@@ -23,3 +23,11 @@
 
 // transports
 #include "greenreduce/transport/concept.hpp"
+
+// parameter server
+#include "greenreduce/ps/options.hpp"
+#include "greenreduce/ps/placement.hpp"
+#include "greenreduce/ps/protocol.hpp"
+#include "greenreduce/ps/server.hpp"
+#include "greenreduce/ps/update_rule.hpp"
+#include "greenreduce/ps/worker.hpp"

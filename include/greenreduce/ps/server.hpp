@@ -72,7 +72,7 @@ class server {
   /// The server of rank `t.rank()` (must be < r.servers). Every rank passes
   /// the same keys, roles and options. Parameters start at zero; see init().
   server(Transport& t, roles r, std::vector<key_spec> keys, update_rule rule, ps_options opt = {},
-         PushCodec push_codec = {}, PullCodec pull_codec = {}, log_fn logger = {})
+         PushCodec push_codec = PushCodec(), PullCodec pull_codec = PullCodec(), log_fn logger = {})
       : t_(t),
         roles_(r),
         keys_(std::move(keys)),

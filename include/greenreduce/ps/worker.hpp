@@ -61,8 +61,8 @@ class worker {
   static constexpr bool exact_codec = std::is_same_v<Codec, codec::none>;
 
  public:
-  worker(Transport& t, roles r, std::vector<key_spec> keys, worker_options opt = {}, Codec c = {},
-         PullCodec pc = {})
+  worker(Transport& t, roles r, std::vector<key_spec> keys, worker_options opt = {},
+         Codec c = Codec(), PullCodec pc = PullCodec())
       : t_(t),
         roles_(r),
         keys_(std::move(keys)),
