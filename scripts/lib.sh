@@ -8,6 +8,8 @@ GR_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 GR_PACKAGES=(
   cmake ninja-build g++ make pkg-config
   libboost-dev libxsimd-dev xtl-dev catch2 libbenchmark-dev
+  zlib1g-dev libeigen3-dev dataset-fashion-mnist
+  iproute2 libgloo-dev
 )
 
 gr_log() { printf '[greenreduce] %s\n' "$*" >&2; }

@@ -18,8 +18,16 @@
 // kernels and codecs
 #include "greenreduce/codec/checks.hpp"
 #include "greenreduce/codec/concept.hpp"
+#include "greenreduce/codec/error_feedback.hpp"
 #include "greenreduce/codec/none.hpp"
+#include "greenreduce/codec/randomk.hpp"
+#include "greenreduce/codec/sign.hpp"
+#include "greenreduce/codec/ternary.hpp"
+#include "greenreduce/codec/topk.hpp"
 #include "greenreduce/kernels/copy.hpp"
+#include "greenreduce/kernels/random_bits.hpp"
+#include "greenreduce/kernels/ternary.hpp"
+#include "greenreduce/kernels/topk.hpp"
 
 // transports
 #include "greenreduce/transport/concept.hpp"
@@ -31,3 +39,19 @@
 #include "greenreduce/ps/server.hpp"
 #include "greenreduce/ps/update_rule.hpp"
 #include "greenreduce/ps/worker.hpp"
+// nvcc's front end cannot parse Boost.Asio 1.74: a .cu file gets everything
+// else from this header and includes the TCP transport from a .cpp instead.
+#if !defined(__CUDACC__)
+#include "greenreduce/transport/rendezvous.hpp"
+#include "greenreduce/transport/store.hpp"
+#include "greenreduce/transport/tcp.hpp"
+#endif
+
+// energy
+#include "greenreduce/energy/csv.hpp"
+#include "greenreduce/energy/json.hpp"
+#include "greenreduce/energy/ledger.hpp"
+#include "greenreduce/energy/meter.hpp"
+#include "greenreduce/energy/model.hpp"
+#include "greenreduce/energy/nvml.hpp"
+#include "greenreduce/energy/rapl.hpp"

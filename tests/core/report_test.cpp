@@ -44,3 +44,18 @@ TEST_CASE("an empty report adopts the first report's names and method", "[core][
   CHECK(total.energy.method == energy_method::model);
   CHECK(to_string(energy_method::nvml) == "nvml");
 }
+
+TEST_CASE("measured joules add up and count in the total", "[core][report]") {
+  energy_estimate modelled{1, 2, 3, 4, energy_method::model};
+  energy_estimate measured;
+  measured.method = energy_method::rapl;
+  measured.measured_j = 5;
+  CHECK(measured.total_j() == Approx(5.0));
+  energy_estimate sum = modelled;
+  sum += measured;
+  sum += measured;
+  CHECK(sum.measured_j == Approx(10.0));
+  CHECK(sum.static_j == Approx(4.0));
+  CHECK(sum.total_j() == Approx(20.0));
+  CHECK(sum.method == energy_method::mixed);
+}

@@ -6,7 +6,10 @@
 #pragma once
 
 #if defined(__CUDACC__)
-#define GREENREDUCE_HD __host__ __device__ inline
+#define GREENREDUCE_HOST_DEVICE __host__ __device__
 #else
-#define GREENREDUCE_HD inline
+#define GREENREDUCE_HOST_DEVICE
 #endif
+
+/// For free functions shared by host and device code.
+#define GREENREDUCE_HD GREENREDUCE_HOST_DEVICE inline

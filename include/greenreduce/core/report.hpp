@@ -26,32 +26,47 @@ enum class energy_method : std::uint8_t {
 
 constexpr std::string_view to_string(energy_method m) noexcept {
   switch (m) {
-    case energy_method::none: return "none";
-    case energy_method::model: return "model";
-    case energy_method::rapl: return "rapl";
-    case energy_method::nvml: return "nvml";
-    case energy_method::mixed: return "mixed";
+    case energy_method::none:
+      return "none";
+    case energy_method::model:
+      return "model";
+    case energy_method::rapl:
+      return "rapl";
+    case energy_method::nvml:
+      return "nvml";
+    case energy_method::mixed:
+      return "mixed";
   }
   return "unknown";
 }
 
 /// Joules of one operation, by where they were spent.
+///
+/// A model estimate fills the four parts. A meter (RAPL, NVML) measures one
+/// number for the whole device and cannot split it, so it leaves the parts at
+/// zero and puts its joules in `measured_j`; a sum of both kinds keeps both.
 struct energy_estimate {
   double network_j = 0;  ///< bits on the wire x energy per bit of the link
   double memory_j = 0;   ///< bytes through DRAM/HBM x energy per byte
   double compute_j = 0;  ///< arithmetic operations x energy per operation
   double static_j = 0;   ///< idle/static power x wall time
   energy_method method = energy_method::none;
+  double measured_j = 0;  ///< joules a meter measured, not split into parts
 
-  double total_j() const noexcept { return network_j + memory_j + compute_j + static_j; }
+  double total_j() const noexcept {
+    return network_j + memory_j + compute_j + static_j + measured_j;
+  }
 
   energy_estimate& operator+=(const energy_estimate& o) noexcept {
     network_j += o.network_j;
     memory_j += o.memory_j;
     compute_j += o.compute_j;
     static_j += o.static_j;
-    if (method == energy_method::none) method = o.method;
-    else if (o.method != energy_method::none && o.method != method) method = energy_method::mixed;
+    measured_j += o.measured_j;
+    if (method == energy_method::none)
+      method = o.method;
+    else if (o.method != energy_method::none && o.method != method)
+      method = energy_method::mixed;
     return *this;
   }
 };
@@ -79,8 +94,10 @@ struct report {
 
   report& operator+=(const report& o) {
     auto merge = [](std::string& a, const std::string& b) {
-      if (a.empty()) a = b;
-      else if (!b.empty() && a != b) a = "mixed";
+      if (a.empty())
+        a = b;
+      else if (!b.empty() && a != b)
+        a = "mixed";
     };
     merge(op, o.op);
     merge(codec, o.codec);

@@ -12,15 +12,26 @@
 // and then advances the offset by B, so consecutive calls never reuse bits.
 #pragma once
 
-#include <array>
 #include <cstdint>
 
 #include "greenreduce/core/config.hpp"
 
 namespace greenreduce {
 
-/// Four 32-bit words: one Philox counter, key or output block.
-using philox_block = std::array<std::uint32_t, 4>;
+/// Four 32-bit words: one Philox counter or output block. A plain aggregate
+/// (not std::array) so device code can index it without relaxed constexpr.
+struct philox_block {
+  std::uint32_t w[4];
+
+  GREENREDUCE_HOST_DEVICE constexpr std::uint32_t& operator[](int i) { return w[i]; }
+  GREENREDUCE_HOST_DEVICE constexpr std::uint32_t operator[](int i) const { return w[i]; }
+  GREENREDUCE_HOST_DEVICE constexpr const std::uint32_t* begin() const { return w; }
+  GREENREDUCE_HOST_DEVICE constexpr const std::uint32_t* end() const { return w + 4; }
+  static constexpr int size() { return 4; }
+  friend constexpr bool operator==(const philox_block& a, const philox_block& b) {
+    return a.w[0] == b.w[0] && a.w[1] == b.w[1] && a.w[2] == b.w[2] && a.w[3] == b.w[3];
+  }
+};
 
 namespace philox {
 inline constexpr std::uint32_t m0 = 0xD2511F53U;
@@ -41,7 +52,7 @@ GREENREDUCE_HD philox_block philox4x32_10(philox_block ctr, std::uint32_t k0, st
     const std::uint64_t p1 = static_cast<std::uint64_t>(philox::m1) * ctr[2];
     const auto hi0 = static_cast<std::uint32_t>(p0 >> 32), lo0 = static_cast<std::uint32_t>(p0);
     const auto hi1 = static_cast<std::uint32_t>(p1 >> 32), lo1 = static_cast<std::uint32_t>(p1);
-    ctr = {hi1 ^ ctr[1] ^ k0, lo1, hi0 ^ ctr[3] ^ k1, lo0};
+    ctr = philox_block{{hi1 ^ ctr[1] ^ k0, lo1, hi0 ^ ctr[3] ^ k1, lo0}};
   }
   return ctr;
 }
@@ -58,18 +69,20 @@ struct rng {
   std::uint64_t offset = 0;  ///< next unused block
 
   rng() = default;
-  explicit rng(std::uint64_t seed_, std::uint64_t stream_ = 0) : seed(seed_), stream(stream_) {}
+  GREENREDUCE_HOST_DEVICE explicit rng(std::uint64_t seed_, std::uint64_t stream_ = 0)
+      : seed(seed_), stream(stream_) {}
 
   /// Block `offset + j` of this stream (does not advance).
-  GREENREDUCE_HD philox_block block(std::uint64_t j) const {
+  GREENREDUCE_HOST_DEVICE philox_block block(std::uint64_t j) const {
     const std::uint64_t c = offset + j;
-    return philox4x32_10({static_cast<std::uint32_t>(c), static_cast<std::uint32_t>(c >> 32),
-                          static_cast<std::uint32_t>(stream),
-                          static_cast<std::uint32_t>(stream >> 32)},
+    return philox4x32_10(philox_block{{static_cast<std::uint32_t>(c),
+                                       static_cast<std::uint32_t>(c >> 32),
+                                       static_cast<std::uint32_t>(stream),
+                                       static_cast<std::uint32_t>(stream >> 32)}},
                          static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
   }
   /// Marks `blocks` blocks as consumed.
-  GREENREDUCE_HD void advance(std::uint64_t blocks) { offset += blocks; }
+  GREENREDUCE_HOST_DEVICE void advance(std::uint64_t blocks) { offset += blocks; }
 };
 
 }  // namespace greenreduce
