@@ -51,7 +51,7 @@ class error_feedback {
   std::size_t encode(std::span<const float> in, std::span<std::byte> out, rng& g) {
     if (!size_) size_to(in.size());
     if (in.size() != *size_)
-      throw config_error(detail::str("error_feedback<", codec_.name(), "> holds the residual of ",
+      throw config_error(greenreduce::detail::str("error_feedback<", codec_.name(), "> holds the residual of ",
                                      *size_, " elements, got an input of ", in.size()));
     if constexpr (fused_residual<C>) {
       return codec_.encode_with_residual(in, std::span<float>(residual_), out, g);

@@ -233,7 +233,7 @@ void quantize_tiles(const float* x, std::size_t begin, std::size_t end, float s,
     for (std::size_t j = 0; j < subs; ++j) {
       ub packed(0U);
       for (std::size_t h = 0; h < 2; ++h) {
-        const auto words = philox_lanes<Arch>(g, tb + lanes * h + j * w);
+        const auto words = philox_words<Arch>(g, tb + lanes * h + j * w);
         for (std::size_t q = 0; q < 8; ++q) {
           const std::size_t row = 8 * h + q;
           const fb v = fb::load_unaligned(x + t0 + lanes * row + j * w);
