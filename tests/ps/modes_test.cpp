@@ -70,7 +70,7 @@ std::pair<std::vector<float>, std::uint32_t> solve(ps::consistency mode, int W, 
   ps::ps_options opt;
   opt.mode = mode;
   opt.timeout = 5000ms;
-  test::mailbox_world world(S + W);
+  test::ps_world world(S + W);
   std::vector<float> x(6);
   std::atomic<std::uint32_t> max_stale{0};
   // started[w]: the highest step whose push worker w has begun (+1).
@@ -147,7 +147,7 @@ TEST_CASE("ps sync: equals single-process momentum SGD on the same gradients", "
         ref[k][i] -= lr * vel[k][i];
       }
     }
-  test::mailbox_world world(S + W);
+  test::ps_world world(S + W);
   std::mutex m;
   std::vector<std::vector<std::vector<float>>> pulled(static_cast<std::size_t>(W));
   std::vector<ps::server_stats> stats(static_cast<std::size_t>(S));
@@ -179,9 +179,12 @@ TEST_CASE("ps sync: equals single-process momentum SGD on the same gradients", "
             CHECK(rep.raw_bytes == 4 * keys[k].length);
             // The first request to a server also carries the hello exchange.
             const std::uint64_t hello = step == 0 && first_contact(k) ? 1 : 0;
+            // inproc counts tcp's frame header with every message.
+            constexpr auto H = transport::inproc_header_bytes;
             CHECK(rep.bytes_sent == ps::request_header_bytes + frame_header_bytes +
-                                        4 * keys[k].length + hello * ps::request_header_bytes);
-            CHECK(rep.bytes_received == ps::reply_header_bytes * (1 + hello));
+                                        4 * keys[k].length + hello * ps::request_header_bytes +
+                                        (1 + hello) * H);
+            CHECK(rep.bytes_received == (ps::reply_header_bytes + H) * (1 + hello));
             CHECK(rep.memory_bytes == codec::none{}.encode_work(keys[k].length).memory_bytes);
             CHECK(rep.seconds >= 0);
           }
@@ -190,7 +193,8 @@ TEST_CASE("ps sync: equals single-process momentum SGD on the same gradients", "
           std::vector<float> p(key.length);
           const auto rep = wk.pull(key.name, p);
           CHECK(rep.op == "pull");
-          CHECK(rep.bytes_received == ps::reply_header_bytes + frame_header_bytes + 4 * key.length);
+          CHECK(rep.bytes_received == ps::reply_header_bytes + frame_header_bytes +
+                                          4 * key.length + transport::inproc_header_bytes);
           mine.push_back(p);
         }
         pulled[static_cast<std::size_t>(w)] = mine;
@@ -229,7 +233,7 @@ TEST_CASE("ps ssp: converges and never exceeds the staleness bound", "[ps][ssp]"
 TEST_CASE("ps shares: follow the workers' measured throughput", "[ps][shares]") {
   const int S = 1, W = 3, steps = 12;
   const std::vector<ps::key_spec> keys{{"p", 16}};
-  test::mailbox_world world(S + W);
+  test::ps_world world(S + W);
   ps::ps_options opt;
   opt.mode = ps::consistency::async();
   std::vector<std::vector<double>> seen(static_cast<std::size_t>(W));
@@ -270,7 +274,7 @@ TEST_CASE("ps: encoded pull and pushes with another codec", "[ps][codec]") {
   const int S = 1, W = 2;
   const std::vector<ps::key_spec> keys{{"p", 33}};
   const auto init = test::normal_floats(33, test::seed(20));
-  test::mailbox_world world(S + W);
+  test::ps_world world(S + W);
   ps::worker_options wo;
   wo.encoded_pull = true;
   test::run_ranks(
@@ -300,7 +304,7 @@ TEST_CASE("ps: error feedback keeps a lossy codec's error bounded", "[ps][codec]
   const int S = 1, W = 1, steps = 40;
   const std::vector<ps::key_spec> keys{{"p", 5}};
   for (bool ef : {true, false}) {
-    test::mailbox_world world(S + W);
+    test::ps_world world(S + W);
     ps::worker_options wo;
     wo.error_feedback = ef;
     std::vector<float> p(5);
