@@ -160,8 +160,8 @@ class server {
     for (;;) {
       {
         std::lock_guard lock(mu_);
-        if (active_workers() == 0 && std::none_of(posted_.begin(), posted_.end(),
-                                                  [](bool p) { return p; }))
+        if (active_workers() == 0 &&
+            std::none_of(posted_.begin(), posted_.end(), [](bool p) { return p; }))
           break;
       }
       // Rotate the start so no worker is always served first.
