@@ -59,6 +59,14 @@
 #include "greenreduce/collective/broadcast.hpp"
 #include "greenreduce/collective/ring_allreduce.hpp"
 
+// parameter server
+#include "greenreduce/ps/options.hpp"
+#include "greenreduce/ps/placement.hpp"
+#include "greenreduce/ps/protocol.hpp"
+#include "greenreduce/ps/server.hpp"
+#include "greenreduce/ps/update_rule.hpp"
+#include "greenreduce/ps/worker.hpp"
+
 // energy
 #include "greenreduce/energy/csv.hpp"
 #include "greenreduce/energy/json.hpp"

@@ -50,7 +50,8 @@ std::vector<std::string> check_codec(const C& c, std::uint64_t seed,
       fail(n, std::string("encode threw on finite input: ") + e.what());
       continue;
     }
-    if (len > cap) fail(n, greenreduce::detail::str("encode wrote ", len, " bytes > max_encoded_bytes ", cap));
+    if (len > cap)
+      fail(n, greenreduce::detail::str("encode wrote ", len, " bytes > max_encoded_bytes ", cap));
     for (std::size_t i = cap; i < out.size(); ++i)
       if (out[i] != std::byte{0xA5}) {
         fail(n, "encode wrote past the output span");
@@ -100,7 +101,8 @@ std::vector<std::string> check_codec(const C& c, std::uint64_t seed,
       const float want = acc0[i] + dec[i];
       const float tol = 4e-7F * (std::abs(acc0[i]) + std::abs(dec[i])) + 1e-30F;
       if (!(std::abs(acc[i] - want) <= tol)) {
-        fail(n, greenreduce::detail::str("decode_add element ", i, " is ", acc[i], ", acc + decode is ", want));
+        fail(n, greenreduce::detail::str("decode_add element ", i, " is ", acc[i],
+                                         ", acc + decode is ", want));
         break;
       }
     }
@@ -162,8 +164,10 @@ std::vector<std::string> check_codec(const C& c, std::uint64_t seed,
           c.encode(y, std::span<std::byte>(out).first(cap), g4);
           fail(n, greenreduce::detail::str("encode accepted ", poison, " at ", at));
         } catch (const numeric_error& e) {
-          if (std::string(e.what()).find(greenreduce::detail::str("element ", at, " ")) == std::string::npos)
-            fail(n, greenreduce::detail::str("numeric_error does not name element ", at, ": ", e.what()));
+          if (std::string(e.what()).find(greenreduce::detail::str("element ", at, " ")) ==
+              std::string::npos)
+            fail(n, greenreduce::detail::str("numeric_error does not name element ", at, ": ",
+                                             e.what()));
         } catch (const std::exception& e) {
           fail(n, std::string("non-finite input threw a non-numeric_error: ") + e.what());
         }
