@@ -14,8 +14,9 @@
 // Energy: every report is annotated by energy::model (profile from
 // --energy-profile NAME, else GREENREDUCE_ENERGY_PROFILE and the
 // GREENREDUCE_ENERGY_* overrides; default datacenter_ethernet). `joules` is
-// the estimate summed over all ranks for one operation (for --algo ps: over
-// the workers, from their wire bytes and time) and `J/GB` divides it
+// the estimate summed over all ranks for one operation (for --algo ps: the
+// workers' push and pull reports plus the servers' own work, bench/ps_bench.hpp)
+// and `J/GB` divides it
 // by the operation's size in GB (1e9 bytes of fp32 gradient reduced), so codecs
 // compare by the energy each GB of gradient costs. Both are model estimates.
 //
@@ -263,14 +264,16 @@ void ps_main(Transport& t, const config& c) {
   pc.check = c.check;
   pc.error_feedback = c.error_feedback;
   pc.seed = c.seed;
+  pc.energy = c.energy;
   if (t.rank() == 0) print_header(c);
   for (std::uint64_t size : c.sizes) {
     const std::size_t n = size / 4;
     for (std::size_t k = 0; k < c.codecs.size(); ++k) {
       std::visit(
           [&](const auto& codec) {
-            const auto figs = gr::bench::ps_run_one(t, pc, n, codec);
+            const auto res = gr::bench::ps_run_one(t, pc, n, codec);
             if (t.rank() != 0) return;
+            const auto& figs = res.workers;
             double seconds = 0;
             std::int64_t wrong = -1;
             for (const auto& f : figs) {
@@ -281,13 +284,9 @@ void ps_main(Transport& t, const config& c) {
             const auto& f0 = figs.front();
             row r{size, n, c.codec_specs[k], "ps", p, time_us, f0.wire, f0.raw, f0.sent, wrong};
             r.bus_factor = 2;
-            for (const auto& f : figs) {  // the workers' wire and time per operation
-              gr::report w;
-              w.bytes_sent = f.sent;
-              w.bytes_received = f.wire - f.sent;
-              w.seconds = f.seconds / c.iters;
-              r.joules += c.energy.estimate(w).total_j();
-            }
+            // The workers' push+pull estimates and the servers' share, per operation.
+            r.joules = res.server_joules;
+            for (const auto& f : figs) r.joules += f.joules / c.iters;
             print_row(c, r);
           },
           c.codecs[k]);
@@ -314,7 +313,7 @@ void rank_main(Transport& t, const config& c) {
             opts.segment_bytes = c.segment_bytes;
             opts.seed = c.seed;
             opts.error_feedback = c.error_feedback;
-            opts.annotate = [&c](gr::report& rp) { c.energy.annotate(rp); };
+            opts.energy = c.energy;
             gr::collective::ring_allreduce<C, Transport> ring(t, n, codec, opts);
             for (int i = 0; i < c.warmup; ++i) {
               work = input;
