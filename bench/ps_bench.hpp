@@ -72,8 +72,7 @@ inline std::vector<ps::key_spec> ps_keys(std::size_t n, int servers) {
 /// One (size, codec) on this rank; rank 0 returns the figures, every other
 /// rank an empty result.
 template <class Transport, class Codec>
-ps_result ps_run_one(Transport& t, const ps_config& c, std::size_t n,
-                                   const Codec& codec) {
+ps_result ps_run_one(Transport& t, const ps_config& c, std::size_t n, const Codec& codec) {
   const ps::roles roles(c.servers, t.size());
   const auto keys = ps_keys(n, c.servers);
   ps::ps_options opt;
@@ -102,9 +101,8 @@ ps_result ps_run_one(Transport& t, const ps_config& c, std::size_t n,
     }
     all.workers.resize(static_cast<std::size_t>(roles.workers()));
     for (int w = 0; w < roles.workers(); ++w)
-      t.recv(roles.worker_rank(w),
-             std::as_writable_bytes(
-                 std::span<ps_figures>(&all.workers[static_cast<std::size_t>(w)], 1)));
+      t.recv(roles.worker_rank(w), std::as_writable_bytes(std::span<ps_figures>(
+                                       &all.workers[static_cast<std::size_t>(w)], 1)));
     return all;
   }
   ps::worker_options wo;
