@@ -232,11 +232,15 @@ inline std::size_t topk::encode_impl(std::span<const float> in, std::span<float>
     const std::size_t m0 = std::min(n, std::max<std::size_t>(4096, (1024 * n + k - 1) / k));
     const std::size_t stride = n / m0, m = n / stride;
     const std::uint64_t rank = std::clamp<std::uint64_t>((5 * k * m + 4 * n - 1) / (4 * n), 1, m);
-    auto sample_key = [&](std::size_t j) {
-      const std::size_t i = j * stride + stride / 2;
-      return kk::key(ef ? in[i] + r[i] : in[i]);
-    };
-    const kk::threshold t = kk::kth_largest(m, rank, sample_key);
+    // One strided pass gathers the sample's keys (two cache misses each with a
+    // residual); the selection then scans the contiguous copy, twice.
+    std::vector<std::uint32_t> sample(m);
+    if (ef)
+      for (std::size_t j = 0, i = stride / 2; j < m; ++j, i += stride)
+        sample[j] = kk::key(in[i] + r[i]);
+    else
+      for (std::size_t j = 0, i = stride / 2; j < m; ++j, i += stride) sample[j] = kk::key(in[i]);
+    const kk::threshold t = kk::kth_largest(m, rank, [&](std::size_t j) { return sample[j]; });
     idx.resize(2 * k);
     val.resize(2 * k);
     const auto res = kk::gather(ef ? kk::source::input_plus_r : kk::source::input, in.data(),
