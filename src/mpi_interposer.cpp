@@ -56,6 +56,7 @@ struct settings {
   bool report = false;
   bool error_feedback = false;
   std::size_t ef_entries = 16;
+  std::size_t segment_bytes = 4 * 1024 * 1024;  // measured: docs/dropin.md
   std::chrono::milliseconds timeout{0};
   gr::energy::coefficients energy;
   std::string energy_profile;
@@ -78,6 +79,11 @@ settings read_settings(const gr::env_source& env) {
   s.error_feedback = gr::env_bool(env, "GREENREDUCE_ERROR_FEEDBACK", false);
   s.ef_entries =
       static_cast<std::size_t>(gr::env_int(env, "GREENREDUCE_EF_ENTRIES", 16, 1, 1 << 20));
+  s.segment_bytes = static_cast<std::size_t>(
+      gr::env_bytes(env, "GREENREDUCE_SEGMENT_BYTES", s.segment_bytes, std::uint64_t{1} << 30));
+  if (s.segment_bytes < 4)
+    gr::detail::bad_env("GREENREDUCE_SEGMENT_BYTES", std::to_string(s.segment_bytes),
+                        "a byte count of at least 4");
   s.timeout = std::chrono::milliseconds(
       gr::env_int(env, "GREENREDUCE_TIMEOUT_MS", 0, 0, 24LL * 3600 * 1000));
   s.energy = gr::energy::coefficients_from_env(env);
@@ -89,9 +95,11 @@ settings read_settings(const gr::env_source& env) {
 using ring_base = gr::dropin::any_ring<gr::transport::mpi>;
 
 std::shared_ptr<ring_base> make_ring(const gr::codec::any_codec& c, gr::transport::mpi& t,
-                                     std::size_t n, bool error_feedback) {
+                                     std::size_t n, bool error_feedback,
+                                     std::size_t segment_bytes) {
   gr::collective::ring_options o;
   o.error_feedback = error_feedback;
+  o.segment_bytes = segment_bytes;
   return gr::dropin::make_ring(c, t, n, o);
 }
 
@@ -199,7 +207,7 @@ std::shared_ptr<ring_base> ring_for(comm_state& s, const void* in, int count, MP
   if (!g.cfg.error_feedback) {
     if (!s.shared || s.shared->capacity() < n) {
       s.shared.reset();  // free the old buffers before allocating the new ones
-      s.shared = make_ring(*g.cfg.codec, *s.t, n, false);
+      s.shared = make_ring(*g.cfg.codec, *s.t, n, false, g.cfg.segment_bytes);
     }
     return s.shared;
   }
@@ -211,7 +219,7 @@ std::shared_ptr<ring_base> ring_for(comm_state& s, const void* in, int count, MP
       return it->second->second;
     }
   }
-  auto ring = make_ring(*g.cfg.codec, *s.t, n, true);
+  auto ring = make_ring(*g.cfg.codec, *s.t, n, true, g.cfg.segment_bytes);
   std::lock_guard lk(g.mu);
   g.lru.emplace_front(key, ring);
   g.lru_index[key] = g.lru.begin();
