@@ -99,6 +99,9 @@ void all_codecs(int np) {
   SECTION("GREENREDUCE_CODEC=ternary: within the ternary bound") {
     run_codec(np, "ternary");
   }
+  SECTION("int8 in 64 KiB segments: many pipelined segments per chunk") {
+    run_codec(np, "int8", {"GREENREDUCE_SEGMENT_BYTES=64KiB"});
+  }
   SECTION("transport::mpi: FIFO, counters, over-long message, timeout") {
     const outcome o = mpirun(np, {}, probe(greenreduce::test::seed(2), "transport"), false);
     INFO(o.text);
