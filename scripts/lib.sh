@@ -10,6 +10,7 @@ GR_PACKAGES=(
   libboost-dev libxsimd-dev xtl-dev catch2 libbenchmark-dev
   zlib1g-dev libeigen3-dev dataset-fashion-mnist
   iproute2 libgloo-dev
+  libopenmpi-dev openmpi-bin
 )
 
 gr_log() { printf '[greenreduce] %s\n' "$*" >&2; }
