@@ -21,7 +21,9 @@ namespace gr = greenreduce;
 
 namespace {
 
-std::vector<std::int64_t> sizes() { return {1 << 16, 1 << 20, 1 << 24, 1 << 26}; }
+std::vector<std::int64_t> sizes() {
+  return {1 << 16, 1 << 20, 1 << 24, 1 << 26};
+}
 
 struct fixture {
   gr::cuda::device_buffer<float> x, acc, r;
@@ -73,7 +75,8 @@ void encode(benchmark::State& state, Dev dev) {
   gr::cuda::device_buffer<std::byte> out(dev.max_encoded_bytes(n));
   const gr::cuda::device_status status;
   gr::rng g(1);
-  timed(state, [&] { dev.encode_async(f.x.data(), n, out.data(), out.size(), g, status, nullptr); });
+  timed(state,
+        [&] { dev.encode_async(f.x.data(), n, out.data(), out.size(), g, status, nullptr); });
 }
 
 template <class Dev>

@@ -413,8 +413,10 @@ int run_nccl(const config& c) {
   nc.seed = c.seed;
   nc.devices = c.np;
   nc.energy = c.energy;
-  print_header(c);
+  bool started = false;  // the header waits for the first row: no GPU, no table
   gr::bench::run_nccl_bench(nc, [&](const gr::bench::nccl_bench_row& n) {
+    if (!started) print_header(c);
+    started = true;
     row r{n.size, n.count, n.codec, n.algo, n.np, n.time_us, n.wire, n.raw, n.sent, n.wrong,
           n.joules};
     r.method = n.method;

@@ -6,9 +6,11 @@
 // ring's report (host wall clock, streams synchronised). Codec "none" gives
 // two rows: the uncompressed ncclAllReduce baseline (algo nccl_allreduce) and
 // the device ring carrying fp32 frames (algo nccl_ring). Joules: the NVML
-// board counters of the GPUs over the timed iterations when they measured a
-// window long enough to trust (method "nvml"), else the energy model's
-// estimate summed over ranks (method "model").
+// board counters of all the GPUs over the timed loop divided by the number of
+// iterations, when the window was long enough to trust (method "nvml"; it
+// includes the device-to-device copy that restores the inputs before each
+// iteration and the GPUs' idle power), else the energy model's estimate
+// summed over ranks (method "model").
 #include "nccl_bench.hpp"
 
 #include <variant>
@@ -57,8 +59,7 @@ void reset(cuda::nccl_world& world, world_data& d, std::size_t n) {
 
 template <class Codec, class Run>
 nccl_bench_row measure(const nccl_bench_config& c, cuda::nccl_world& world,
-                       const energy::nvml_meter& meter, std::size_t n, const Codec& host,
-                       Run run) {
+                       const energy::nvml_meter& meter, std::size_t n, const Codec& host, Run run) {
   world_data d = make_data(world, n, c.seed);
   for (int i = 0; i < c.warmup; ++i) {
     reset(world, d, n);
@@ -66,16 +67,14 @@ nccl_bench_row measure(const nccl_bench_config& c, cuda::nccl_world& world,
   }
   double seconds = 0, model_j = 0;
   std::vector<report> reps;
-  energy::measurement m;
+  const auto snap = meter.start();
   for (int i = 0; i < c.iters; ++i) {
     reset(world, d, n);
-    const auto snap = meter.start();
     reps = run(d.ptrs);
-    const auto one = meter.stop(snap);
-    if (i == 0) m = one; else { m.joules += one.joules; m.seconds += one.seconds; m.valid = m.valid && one.valid; }
     seconds += reps.front().seconds;
     for (const auto& r : reps) model_j += r.energy.total_j();
   }
+  const energy::measurement m = meter.stop(snap);
   nccl_bench_row row;
   row.size = 4 * n;
   row.count = n;
@@ -86,7 +85,7 @@ nccl_bench_row measure(const nccl_bench_config& c, cuda::nccl_world& world,
   row.raw = reps.front().raw_bytes;
   row.sent = reps.front().bytes_sent;
   row.joules = model_j / c.iters;
-  if (m.valid && m.seconds >= energy::nvml_update_period_s) {
+  if (m.valid && !m.too_short) {
     row.joules = m.joules / c.iters;
     row.method = "nvml";
   }
@@ -121,6 +120,18 @@ void run_nccl_bench(const nccl_bench_config& c,
     for (const auto& s : c.codec_specs) v.push_back(codec::parse_codec(s));
     return v;
   }();
+  for (std::size_t k = 0; k < codecs.size(); ++k)  // before any device work
+    std::visit(
+        [&](const auto& h) {
+          using H = std::decay_t<decltype(h)>;
+          if constexpr (!std::is_same_v<H, codec::none> && !std::is_same_v<H, codec::fp16> &&
+                        !std::is_same_v<H, codec::bf16> && !std::is_same_v<H, codec::int8> &&
+                        !std::is_same_v<H, codec::ternary>)
+            throw config_error(detail::str("codec \"", c.codec_specs[k],
+                                           "\" is not carried by the nccl transport (dense "
+                                           "codecs only: none, fp16, bf16, int8, ternary)"));
+        },
+        codecs[k]);
   cuda::nccl_world world(c.devices);
   const energy::nvml_meter meter;
   const auto op = c.average ? collective::reduce_op::average : collective::reduce_op::sum;
@@ -147,10 +158,6 @@ void run_nccl_bench(const nccl_bench_config& c,
               emit_as(ring_row(c, world, meter, n, cuda::int8_codec(h)));
             } else if constexpr (std::is_same_v<H, codec::ternary>) {
               emit_as(ring_row(c, world, meter, n, cuda::ternary_codec(h)));
-            } else {
-              throw config_error(detail::str("codec \"", c.codec_specs[k],
-                                             "\" is not carried by the nccl transport (dense "
-                                             "codecs only: none, fp16, bf16, int8, ternary)"));
             }
           },
           codecs[k]);

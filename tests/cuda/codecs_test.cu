@@ -10,8 +10,8 @@
 #include <random>
 #include <vector>
 
-#include "greenreduce/cuda/codecs.cuh"
 #include "gpu.hpp"
+#include "greenreduce/cuda/codecs.cuh"
 #include "support/matchers.hpp"
 #include "support/random.hpp"
 
@@ -24,7 +24,7 @@ namespace {
 
 const bool present = gr::test::gpu::skip_without_device();
 
-const std::vector<std::size_t> lengths = {0,   1,   7,    63,   64,   255,   256,   257,
+const std::vector<std::size_t> lengths = {0,   1,   7,   63,   64,   255,   256,   257,
                                           511, 512, 513, 1023, 4099, 65536, 70001, 1048579};
 
 std::vector<float> gradient(std::size_t n, std::uint64_t seed) {
@@ -139,9 +139,9 @@ TEST_CASE("device int8 writes the CPU's bytes and decodes like the CPU", "[gpu][
   std::memcpy(frame.data() + frame_header_bytes + 4 + 4, &nan, 4);
   auto df = upload(frame);
   auto dacc = upload(std::vector<float>(n, 1.0F));
-  CHECK_THROWS_MATCHES(gr::cuda::int8_codec(c).decode_add(df.data(), frame.size(), dacc.data(), n,
-                                                      nullptr),
-                       decode_error, gr::test::what_has("bucket 1 has scale"));
+  CHECK_THROWS_MATCHES(
+      gr::cuda::int8_codec(c).decode_add(df.data(), frame.size(), dacc.data(), n, nullptr),
+      decode_error, gr::test::what_has("bucket 1 has scale"));
 }
 
 TEST_CASE("device ternary writes the CPU's bytes for the same seed", "[gpu][ternary]") {
@@ -163,9 +163,9 @@ TEST_CASE("device ternary writes the CPU's bytes for the same seed", "[gpu][tern
   frame.back() = std::byte{0x03};
   auto df = upload(frame);
   auto dacc = upload(std::vector<float>(n, 1.0F));
-  CHECK_THROWS_MATCHES(gr::cuda::ternary_codec(c).decode_add(df.data(), frame.size(), dacc.data(), n,
-                                                         nullptr),
-                       decode_error, gr::test::what_has("invalid code"));
+  CHECK_THROWS_MATCHES(
+      gr::cuda::ternary_codec(c).decode_add(df.data(), frame.size(), dacc.data(), n, nullptr),
+      decode_error, gr::test::what_has("invalid code"));
 }
 
 TEST_CASE("device fp16, bf16 and none write the CPU's bytes", "[gpu][half]") {
@@ -186,12 +186,14 @@ TEST_CASE("device fp16, bf16 and none write the CPU's bytes", "[gpu][half]") {
   auto dx = upload(x);
   gr::cuda::device_buffer<std::byte> out(gr::cuda::fp16_codec().max_encoded_bytes(9));
   rng g(seed);
-  CHECK_THROWS_MATCHES(gr::cuda::fp16_codec().encode(dx.data(), 9, out.data(), out.size(), g, nullptr),
-                       numeric_error, gr::test::what_has("element 4 is 70000, beyond fp16"));
+  CHECK_THROWS_MATCHES(
+      gr::cuda::fp16_codec().encode(dx.data(), 9, out.data(), out.size(), g, nullptr),
+      numeric_error, gr::test::what_has("element 4 is 70000, beyond fp16"));
   // Misaligned input (the scalar path of the kernel) gives the same bytes.
   const std::vector<float> y = gradient(1001, seed);
   auto dy = upload(y, 1);
-  GREENREDUCE_CUDA_CHECK(cudaMemcpy(dy.data() + 1, dy.data(), 4 * y.size(), cudaMemcpyDeviceToDevice));
+  GREENREDUCE_CUDA_CHECK(
+      cudaMemcpy(dy.data() + 1, dy.data(), 4 * y.size(), cudaMemcpyDeviceToDevice));
   std::vector<std::byte> want(codec::fp16{}.max_encoded_bytes(y.size()));
   rng g1(seed);
   codec::fp16{}.encode(y, want, g1);
@@ -203,9 +205,9 @@ TEST_CASE("device fp16, bf16 and none write the CPU's bytes", "[gpu][half]") {
 TEST_CASE("device top-k with and without error feedback equals the CPU", "[gpu][topk]") {
   const auto seed = gr::test::seed(904);
   for (std::size_t n : lengths) {
-    for (const auto& c : {codec::topk::ratio(0.01), codec::topk::ratio(0.01).sampled(),
-                          codec::topk::count(5), codec::topk::ratio(0.2).sampled(),
-                          codec::topk::ratio(0.001).sampled()}) {
+    for (const auto& c :
+         {codec::topk::ratio(0.01), codec::topk::ratio(0.01).sampled(), codec::topk::count(5),
+          codec::topk::ratio(0.2).sampled(), codec::topk::ratio(0.001).sampled()}) {
       INFO("topk n=" << n << " k=" << c.k_of(n) << " seed=" << seed);
       const gr::cuda::topk_codec dev(c);
       std::vector<float> x = gradient(n, seed), r = gradient(n, seed + 7);
@@ -225,8 +227,8 @@ TEST_CASE("device top-k with and without error feedback equals the CPU", "[gpu][
                : dev.encode(dx.data(), n, out.data(), cap, g, nullptr);
         REQUIRE(gl == wl);
         const auto got = download(out.data(), cap + 64);
-        REQUIRE(std::equal(want.begin(), want.begin() + static_cast<std::ptrdiff_t>(wl),
-                           got.begin()));
+        REQUIRE(
+            std::equal(want.begin(), want.begin() + static_cast<std::ptrdiff_t>(wl), got.begin()));
         for (std::size_t i = gl; i < got.size(); ++i) REQUIRE(got[i] == std::byte{0xA5});
         if (ef) REQUIRE(download(dr.data(), n) == rc);
         // decode_add of the frame on the device.
@@ -247,8 +249,8 @@ TEST_CASE("device top-k with and without error feedback equals the CPU", "[gpu][
   const codec::topk c = codec::topk::ratio(0.01).sampled();
   gr::cuda::device_buffer<std::byte> out(c.max_encoded_bytes(n));
   rng g(seed);
-  CHECK_THROWS_MATCHES(gr::cuda::topk_codec(c).encode_with_residual(dx.data(), dr.data(), n, out.data(),
-                                                                out.size(), g, nullptr),
+  CHECK_THROWS_MATCHES(gr::cuda::topk_codec(c).encode_with_residual(
+                           dx.data(), dr.data(), n, out.data(), out.size(), g, nullptr),
                        numeric_error, gr::test::what_has("element 1234 of input + residual"));
   CHECK(download(dr.data(), n) == r);
 }

@@ -60,7 +60,8 @@ std::vector<std::byte> replay_int8(const codec::int8& c, const std::vector<float
     const std::uint32_t sb = gm::bits_of(prm.scale);
     std::memcpy(p.data() + 4 + 4 * b, &sb, 4);
     if (c.mode() == codec::rounding::nearest) {
-      for (std::size_t i = s; i < e; ++i) q[i] = static_cast<std::int8_t>(gm::int8_nearest(x[i], prm));
+      for (std::size_t i = s; i < e; ++i)
+        q[i] = static_cast<std::int8_t>(gm::int8_nearest(x[i], prm));
     } else {
       const std::uint64_t g0 = s / gm::philox_group, g1 = (e - 1) / gm::philox_group;
       for (std::uint64_t it = 0; it < (g1 - g0 + 1) * 16; ++it)
@@ -142,12 +143,13 @@ std::vector<std::uint64_t> replay_topk_select(const codec::topk& c, const std::v
 
 }  // namespace
 
-TEST_CASE("cuda math: int8 bucket parameters and quantizers equal the CPU kernels", "[cuda][host]") {
+TEST_CASE("cuda math: int8 bucket parameters and quantizers equal the CPU kernels",
+          "[cuda][host]") {
   const auto seed = test::seed(801);
   std::mt19937_64 gen(seed);
   const std::vector<float> x = mixed_floats(20000, seed);
-  std::vector<float> absmaxes = {0.0F, 1e-45F, 0x1p-70F, 0x1p-64F, 1.0F, 127.0F, 3.4e38F,
-                                 std::numeric_limits<float>::max()};
+  std::vector<float> absmaxes = {0.0F, 1e-45F, 0x1p-70F, 0x1p-64F,
+                                 1.0F, 127.0F, 3.4e38F,  std::numeric_limits<float>::max()};
   for (float v : x) absmaxes.push_back(std::abs(v));
   for (float am : absmaxes) {
     const auto cpu = kernels::int8_bucket::of(am);
@@ -157,8 +159,10 @@ TEST_CASE("cuda math: int8 bucket parameters and quantizers equal the CPU kernel
     REQUIRE(gpu.pre == cpu.pre);
     REQUIRE(std::bit_cast<std::uint32_t>(gpu.inv) == std::bit_cast<std::uint32_t>(cpu.inv));
     for (int t = 0; t < 8; ++t) {
-      const float v = std::ldexp(static_cast<float>(static_cast<std::int64_t>(gen() % 2001) - 1000) /
-                                     1000.0F, 0) * am;
+      const float v =
+          std::ldexp(static_cast<float>(static_cast<std::int64_t>(gen() % 2001) - 1000) / 1000.0F,
+                     0) *
+          am;
       const auto w = static_cast<std::uint32_t>(gen());
       REQUIRE(gm::int8_nearest(v, gpu) == kernels::scalar::int8_nearest(v, cpu));
       REQUIRE(gm::int8_stochastic(v, gpu, w) == kernels::scalar::int8_stochastic(v, cpu, w));
@@ -232,12 +236,12 @@ TEST_CASE("cuda math: fp16 and bf16 conversions equal the CPU over a sweep of al
 TEST_CASE("cuda replay: the int8 and ternary kernels' work split writes the CPU payload",
           "[cuda][host]") {
   const auto seed = test::seed(804);
-  for (std::size_t n : {0U, 1U, 7U, 63U, 64U, 65U, 255U, 256U, 257U, 511U, 512U, 513U, 4099U,
-                        70001U}) {
+  for (std::size_t n :
+       {0U, 1U, 7U, 63U, 64U, 65U, 255U, 256U, 257U, 511U, 512U, 513U, 4099U, 70001U}) {
     const std::vector<float> x = mixed_floats(n, seed + n);
-    for (const auto& c : {codec::int8::nearest(512), codec::int8::stochastic(512),
-                          codec::int8::stochastic(100), codec::int8::nearest(1),
-                          codec::int8::stochastic(4096)}) {
+    for (const auto& c :
+         {codec::int8::nearest(512), codec::int8::stochastic(512), codec::int8::stochastic(100),
+          codec::int8::nearest(1), codec::int8::stochastic(4096)}) {
       rng g(seed, n);
       g.advance(n % 5);
       const rng before = g;
@@ -246,9 +250,9 @@ TEST_CASE("cuda replay: the int8 and ternary kernels' work split writes the CPU 
       INFO(c.name() << " bucket " << c.bucket() << " n " << n << " seed " << seed);
       REQUIRE(replay_int8(c, x, before) == payload_of(out, len));
     }
-    for (const auto& c : {codec::ternary(512), codec::ternary::unclipped(256),
-                          codec::ternary::per_tensor(), codec::ternary::per_tensor(0.0F),
-                          codec::ternary(1024, 1.0F)}) {
+    for (const auto& c :
+         {codec::ternary(512), codec::ternary::unclipped(256), codec::ternary::per_tensor(),
+          codec::ternary::per_tensor(0.0F), codec::ternary(1024, 1.0F)}) {
       rng g(seed, n + 1);
       const rng before = g;
       std::vector<std::byte> out(c.max_encoded_bytes(n));
@@ -268,9 +272,10 @@ TEST_CASE("cuda replay: top-k selection by stable sort, then write_selected, is 
     std::vector<float> x = mixed_floats(n, seed + n), r = mixed_floats(n, seed + 2 * n + 1);
     // Ties: repeat some magnitudes so the lower-index rule matters.
     for (std::size_t i = 0; i + 7 < n; i += 7) x[i + 3] = -x[i];
-    for (const auto& c : {codec::topk::ratio(0.01), codec::topk::ratio(0.01).sampled(),
-                          codec::topk::count(3), codec::topk::ratio(0.3).sampled(),
-                          codec::topk::ratio(0.001).sampled().indices(codec::topk::indices_as::u32)}) {
+    for (const auto& c :
+         {codec::topk::ratio(0.01), codec::topk::ratio(0.01).sampled(), codec::topk::count(3),
+          codec::topk::ratio(0.3).sampled(),
+          codec::topk::ratio(0.001).sampled().indices(codec::topk::indices_as::u32)}) {
       INFO("n " << n << " k " << c.k_of(n) << " sampled "
                 << (c.mode() == codec::topk::selection::sampled) << " seed " << seed);
       for (bool ef : {false, true}) {
@@ -284,8 +289,8 @@ TEST_CASE("cuda replay: top-k selection by stable sort, then write_selected, is 
         const std::size_t wl = ef ? c.encode_with_residual(x, res, want, g) : c.encode(x, want, g);
         const std::size_t gl = c.write_selected(idx.data(), val.data(), idx.size(), n, got);
         REQUIRE(gl == wl);
-        REQUIRE(std::equal(want.begin(), want.begin() + static_cast<std::ptrdiff_t>(wl),
-                           got.begin()));
+        REQUIRE(
+            std::equal(want.begin(), want.begin() + static_cast<std::ptrdiff_t>(wl), got.begin()));
         if (ef) {  // the device residual: e with the sent entries zeroed
           std::vector<float> dev = e;
           for (auto i : idx) dev[i] = 0.0F;

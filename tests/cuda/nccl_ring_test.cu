@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "bench/check.hpp"
+#include "gpu.hpp"
 #include "greenreduce/cuda/codecs.cuh"
 #include "greenreduce/cuda/ring_allreduce.cuh"
-#include "gpu.hpp"
 #include "support/random.hpp"
 
 using namespace greenreduce;
@@ -78,8 +78,8 @@ TEST_CASE("nccl ring allreduce of device codecs is within the codec bound on eve
   gr::cuda::nccl_world world;
   const auto seed = gr::test::seed(911);
   const std::size_t p = static_cast<std::size_t>(world.size());
-  for (std::size_t n : {std::size_t{0}, std::size_t{1}, p + 1, std::size_t{1000},
-                        std::size_t{70001}}) {
+  for (std::size_t n :
+       {std::size_t{0}, std::size_t{1}, p + 1, std::size_t{1000}, std::size_t{70001}}) {
     for (auto op : {collective::reduce_op::sum, collective::reduce_op::average}) {
       ring_case(world, gr::cuda::none_codec(), n, op, seed);
       ring_case(world, gr::cuda::fp16_codec(), n, op, seed);

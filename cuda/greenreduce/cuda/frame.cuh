@@ -17,8 +17,8 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
-#include <string_view>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "greenreduce/core/frame.hpp"
@@ -52,8 +52,7 @@ namespace kernels {
 template <unsigned Threads = 64>
 __global__ void write_header(header_words h, std::byte* out) {
   const unsigned t = threadIdx.x;
-  if (t < h.bytes)
-    out[t] = static_cast<std::byte>((h.w[t / 4] >> (8 * (t % 4))) & 0xFFU);
+  if (t < h.bytes) out[t] = static_cast<std::byte>((h.w[t / 4] >> (8 * (t % 4))) & 0xFFU);
 }
 }  // namespace kernels
 
@@ -115,8 +114,8 @@ inline void throw_if_non_finite(std::string_view codec_name, const device_status
   if (bad == device_status::ok) return;
   float v = 0.0F;
   GREENREDUCE_CUDA_CHECK(cudaMemcpy(&v, in + bad, 4, cudaMemcpyDeviceToHost));
-  throw numeric_error(detail::str(codec_name, " encode: element ", bad, " is ", v,
-                                  "; gradients must be finite"));
+  throw numeric_error(
+      detail::str(codec_name, " encode: element ", bad, " is ", v, "; gradients must be finite"));
 }
 
 /// Copies `bytes` bytes at device address `p` to the host (waiting for `stream`).

@@ -140,8 +140,8 @@ class dense_codec {
     float v = 0.0F;
     GREENREDUCE_CUDA_CHECK(cudaMemcpy(&v, in + bad, 4, cudaMemcpyDeviceToHost));
     if (!std::isfinite(v))
-      throw numeric_error(detail::str(name(), " encode: element ", bad, " is ", v,
-                                      "; gradients must be finite"));
+      throw numeric_error(
+          detail::str(name(), " encode: element ", bad, " is ", v, "; gradients must be finite"));
     throw numeric_error(detail::str(name(), " encode: element ", bad, " is ", v, ", beyond ",
                                     name(), "'s finite range (largest ", Rule::max_finite,
                                     "); scale the gradient or choose a wider codec"));
@@ -171,7 +171,8 @@ class dense_codec {
   void validate(const std::byte* frame, std::size_t frame_bytes, std::size_t n,
                 cudaStream_t stream) const {
     require_aligned(frame, sizeof(word), "dense device frame");
-    const frame_header h = read_header(frame, frame_bytes, frame_expect{}.of(id()).count(n), stream);
+    const frame_header h =
+        read_header(frame, frame_bytes, frame_expect{}.of(id()).count(n), stream);
     if (h.payload_bytes != sizeof(word) * n)
       throw decode_error(detail::str(name(), " frame declares ", n, " elements but carries ",
                                      h.payload_bytes, " payload bytes (needs ", sizeof(word) * n,

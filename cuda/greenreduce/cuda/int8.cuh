@@ -31,9 +31,9 @@ namespace kernels {
 
 template <unsigned Threads>
 __global__ void __launch_bounds__(Threads)
-    int8_encode(const float* __restrict__ x, std::uint64_t n, std::uint64_t bucket,
-                bool stochastic, rng g, std::uint32_t* __restrict__ scales,
-                std::int8_t* __restrict__ q, unsigned long long* status) {
+    int8_encode(const float* __restrict__ x, std::uint64_t n, std::uint64_t bucket, bool stochastic,
+                rng g, std::uint32_t* __restrict__ scales, std::int8_t* __restrict__ q,
+                unsigned long long* status) {
   using reduce = cub::BlockReduce<std::uint32_t, Threads>;
   __shared__ typename reduce::TempStorage tmp;
   __shared__ math::int8_params shared_p;
@@ -65,8 +65,8 @@ __global__ void __launch_bounds__(Threads)
       const std::uint64_t items = (g1 - g0 + 1) * math::philox_group_blocks;
       for (std::uint64_t it = threadIdx.x; it < items; it += Threads)
         math::int8_stochastic_item(x, g0 + it / math::philox_group_blocks,
-                                   static_cast<std::uint32_t>(it % math::philox_group_blocks), s,
-                                   e, p, g, q);
+                                   static_cast<std::uint32_t>(it % math::philox_group_blocks), s, e,
+                                   p, g, q);
     }
     __syncthreads();  // shared_p and tmp are rewritten by the next bucket
   }
@@ -168,7 +168,8 @@ class int8_codec {
   void validate(const std::byte* frame, std::size_t frame_bytes, std::size_t n,
                 cudaStream_t stream) const {
     require_aligned(frame, 4, "int8 device frame");
-    const frame_header h = read_header(frame, frame_bytes, frame_expect{}.of(id()).count(n), stream);
+    const frame_header h =
+        read_header(frame, frame_bytes, frame_expect{}.of(id()).count(n), stream);
     const std::size_t need = c_.payload_bytes(n);
     if (h.payload_bytes >= 4) {
       std::uint32_t got = 0;
@@ -185,15 +186,15 @@ class int8_codec {
     if (nb == 0) return;
     const device_status status;
     const auto* scales = reinterpret_cast<const std::uint32_t*>(frame + frame_header_bytes + 4);
-    kernels::int8_check_scales<threads><<<grid_for(nb, threads), threads, 0, stream>>>(
-        scales, nb, status.data());
+    kernels::int8_check_scales<threads>
+        <<<grid_for(nb, threads), threads, 0, stream>>>(scales, nb, status.data());
     check_launch("int8_check_scales");
     const std::uint64_t bad = status.read(stream);
     if (bad != device_status::ok) {
       float s = 0.0F;
       GREENREDUCE_CUDA_CHECK(cudaMemcpy(&s, scales + bad, 4, cudaMemcpyDeviceToHost));
-      throw decode_error(detail::str("int8 frame: bucket ", bad, " has scale ", s,
-                                     ", expected finite and >= 0"));
+      throw decode_error(
+          detail::str("int8 frame: bucket ", bad, " has scale ", s, ", expected finite and >= 0"));
     }
   }
 

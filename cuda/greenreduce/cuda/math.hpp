@@ -154,8 +154,8 @@ struct ternary_bits_at {
 GREENREDUCE_HD ternary_bits_at ternary_bits_of(std::uint64_t i) {
   const std::uint64_t t = i / ternary_tile, e = i % ternary_tile, q = e / ternary_lanes,
                       l = e % ternary_lanes;
-  return {ternary_blocks_per_tile * t + ternary_lanes * (q >> 3) + l, static_cast<int>((q & 7) >> 1),
-          static_cast<unsigned>(16 * (q & 1))};
+  return {ternary_blocks_per_tile * t + ternary_lanes * (q >> 3) + l,
+          static_cast<int>((q & 7) >> 1), static_cast<unsigned>(16 * (q & 1))};
 }
 GREENREDUCE_HD std::uint32_t ternary_random16(const rng& g, std::uint64_t i) {
   const ternary_bits_at a = ternary_bits_of(i);
@@ -295,6 +295,8 @@ inline constexpr std::uint32_t bf16_first_bad = 0x7F7F8000U;
 // ------------------------------------------------------------------ top-k
 
 /// kernels::topk::key: orders |x| like the floats, Inf/NaN above all finite.
-GREENREDUCE_HD std::uint32_t topk_key(float x) { return bits_of(x) & abs_mask; }
+GREENREDUCE_HD std::uint32_t topk_key(float x) {
+  return bits_of(x) & abs_mask;
+}
 
 }  // namespace greenreduce::cuda::math

@@ -50,15 +50,15 @@ namespace greenreduce::cuda {
 
 /// A device codec whose frame size depends only on the element count.
 template <class C>
-concept device_dense_codec =
-    requires(const C c, const float* in, float* out, std::byte* frame, std::size_t n, rng& g,
-             const device_status& st, cudaStream_t s) {
-      { c.encode_async(in, n, frame, n, g, st, s) } -> std::same_as<std::size_t>;
-      c.decode_add_trusted(frame, out, n, s);
-      c.decode_trusted(frame, out, n, s);
-      { c.max_encoded_bytes(n) } -> std::same_as<std::size_t>;
-      c.host().encode_work(n);
-    };
+concept device_dense_codec = requires(const C c, const float* in, float* out, std::byte* frame,
+                                      std::size_t n, rng& g, const device_status& st,
+                                      cudaStream_t s) {
+  { c.encode_async(in, n, frame, n, g, st, s) } -> std::same_as<std::size_t>;
+  c.decode_add_trusted(frame, out, n, s);
+  c.decode_trusted(frame, out, n, s);
+  { c.max_encoded_bytes(n) } -> std::same_as<std::size_t>;
+  c.host().encode_work(n);
+};
 
 namespace kernels {
 template <unsigned Threads>
@@ -84,15 +84,19 @@ class nccl_ring_allreduce {
       : codec_(std::move(codec)), opt_(std::move(opt)), max_n_(max_n) {
     if (ranks.empty()) throw config_error("nccl ring needs at least one local rank");
     const int p = ranks.front().size();
-    const std::size_t frame = codec_.max_encoded_bytes(collective::ring_detail::chunk(max_n, p, 0).count);
+    const std::size_t frame =
+        codec_.max_encoded_bytes(collective::ring_detail::chunk(max_n, p, 0).count);
     const std::size_t slot = (frame + 255) / 256 * 256;  // keeps every slot 16-byte aligned
     for (auto& t : ranks) {
       if (t.size() != p)
-        throw config_error(detail::str("nccl ring ranks disagree on the world size: ", p, " and ",
-                                       t.size()));
+        throw config_error(
+            detail::str("nccl ring ranks disagree on the world size: ", p, " and ", t.size()));
       GREENREDUCE_CUDA_CHECK(cudaSetDevice(t.device()));
-      state s{&t, device_buffer<std::byte>(slot), device_buffer<std::byte>(slot),
-              device_buffer<std::byte>(slot * static_cast<std::size_t>(p)), device_status(),
+      state s{&t,
+              device_buffer<std::byte>(slot),
+              device_buffer<std::byte>(slot),
+              device_buffer<std::byte>(slot * static_cast<std::size_t>(p)),
+              device_status(),
               rng(opt_.seed, static_cast<std::uint64_t>(t.rank()))};
       ranks_.push_back(std::move(s));
     }
@@ -135,8 +139,8 @@ class nccl_ring_allreduce {
         each([&](state& s, float* x, codec::work& wk) {
           const int r = s.t->rank();
           const auto c = chunk(n, p, mod(r - step, p));
-          len[j++] = codec_.encode_async(x + c.offset, c.count, s.send.data(), slot_, s.g,
-                                         s.status, s.t->stream());
+          len[j++] = codec_.encode_async(x + c.offset, c.count, s.send.data(), slot_, s.g, s.status,
+                                         s.t->stream());
           wk += host.encode_work(c.count);
         });
         {
@@ -214,9 +218,9 @@ class nccl_ring_allreduce {
       rep.algo = "nccl_ring";
       rep.bytes_sent = ranks_[j].t->bytes_sent() - sent0[j];
       rep.bytes_received = ranks_[j].t->bytes_received() - recv0[j];
-      rep.raw_bytes = p > 1 ? 4 * (2 * n - chunk(n, p, mod(r + 1, p)).count -
-                                   chunk(n, p, mod(r + 2, p)).count)
-                            : 0;
+      rep.raw_bytes =
+          p > 1 ? 4 * (2 * n - chunk(n, p, mod(r + 1, p)).count - chunk(n, p, mod(r + 2, p)).count)
+                : 0;
       rep.seconds = seconds;
       rep.memory_bytes = w[j].memory_bytes;
       rep.compute_ops = w[j].ops;
@@ -276,9 +280,9 @@ inline std::vector<report> nccl_allreduce(std::vector<nccl_transport>& ranks,
     rep.op = "allreduce";
     rep.codec = "none";
     rep.algo = "nccl_allreduce";
-    rep.raw_bytes = p > 1 ? 4 * (2 * n - chunk(n, p, mod(r + 1, p)).count -
-                                 chunk(n, p, mod(r + 2, p)).count)
-                          : 0;
+    rep.raw_bytes =
+        p > 1 ? 4 * (2 * n - chunk(n, p, mod(r + 1, p)).count - chunk(n, p, mod(r + 2, p)).count)
+              : 0;
     rep.bytes_sent = rep.bytes_received = rep.raw_bytes;
     t.count(rep.bytes_sent, rep.bytes_received);
     rep.seconds = seconds;

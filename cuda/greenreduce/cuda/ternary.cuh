@@ -190,7 +190,8 @@ class ternary_codec {
   void validate(const std::byte* frame, std::size_t frame_bytes, std::size_t n,
                 cudaStream_t stream) const {
     require_aligned(frame, 4, "ternary device frame");
-    const frame_header h = read_header(frame, frame_bytes, frame_expect{}.of(id()).count(n), stream);
+    const frame_header h =
+        read_header(frame, frame_bytes, frame_expect{}.of(id()).count(n), stream);
     if (h.payload_bytes >= 4) {
       std::uint32_t got = 0;
       GREENREDUCE_CUDA_CHECK(

@@ -45,9 +45,9 @@ namespace kernels {
 
 /// keys[i] = key(x[i] (+ r[i])), iota[i] = i; the first non-finite e in status.
 template <unsigned Threads>
-__global__ void topk_keys(const float* __restrict__ x, const float* __restrict__ r,
-                          std::uint64_t n, std::uint32_t* __restrict__ keys,
-                          std::uint32_t* __restrict__ iota, unsigned long long* status) {
+__global__ void topk_keys(const float* __restrict__ x, const float* __restrict__ r, std::uint64_t n,
+                          std::uint32_t* __restrict__ keys, std::uint32_t* __restrict__ iota,
+                          unsigned long long* status) {
   for (std::uint64_t i = blockIdx.x * Threads + threadIdx.x; i < n;
        i += static_cast<std::uint64_t>(gridDim.x) * Threads) {
     const float e = r != nullptr ? math::add_rn(x[i], r[i]) : x[i];
@@ -165,7 +165,7 @@ class topk_codec {
   void cub_call(F f, cudaStream_t stream) const {
     std::size_t need = 0;
     GREENREDUCE_CUDA_CHECK(f(static_cast<void*>(nullptr), need));
-    s_.temp.reserve(need);
+    s_.temp.reserve(need > 0 ? need : 1);  // a null pointer would be a size query again
     GREENREDUCE_CUDA_CHECK(f(static_cast<void*>(s_.temp.data()), need));
     (void)stream;
   }
@@ -219,17 +219,17 @@ class topk_codec {
       kernels::topk_values<threads><<<grid_for(count, threads), threads, 0, stream>>>(
           in, r, s_.sel.data(), count, s_.val.data());
       check_launch("topk_values");
-      GREENREDUCE_CUDA_CHECK(cudaMemcpyAsync(idx32.data(), s_.sel.data(), 4 * count,
-                                             cudaMemcpyDeviceToHost, stream));
-      GREENREDUCE_CUDA_CHECK(cudaMemcpyAsync(val.data(), s_.val.data(), 4 * count,
-                                             cudaMemcpyDeviceToHost, stream));
+      GREENREDUCE_CUDA_CHECK(
+          cudaMemcpyAsync(idx32.data(), s_.sel.data(), 4 * count, cudaMemcpyDeviceToHost, stream));
+      GREENREDUCE_CUDA_CHECK(
+          cudaMemcpyAsync(val.data(), s_.val.data(), 4 * count, cudaMemcpyDeviceToHost, stream));
     }
     if (r != nullptr && n > 0) {
       kernels::topk_residual_sum<threads><<<grid_for(n, threads), threads, 0, stream>>>(in, r, n);
       check_launch("topk_residual_sum");
       if (count > 0) {
-        kernels::topk_scatter<false, threads><<<grid_for(count, threads), threads, 0, stream>>>(
-            s_.sel.data(), nullptr, count, r);
+        kernels::topk_scatter<false, threads>
+            <<<grid_for(count, threads), threads, 0, stream>>>(s_.sel.data(), nullptr, count, r);
         check_launch("topk_scatter");
       }
     }
@@ -249,8 +249,7 @@ class topk_codec {
         k <= n / 8) {
       const std::size_t m0 = std::min(n, std::max<std::size_t>(4096, (1024 * n + k - 1) / k));
       const std::size_t stride = n / m0, m = n / stride;
-      const std::uint64_t rank =
-          std::clamp<std::uint64_t>((5 * k * m + 4 * n - 1) / (4 * n), 1, m);
+      const std::uint64_t rank = std::clamp<std::uint64_t>((5 * k * m + 4 * n - 1) / (4 * n), 1, m);
       kernels::topk_sample<threads><<<grid_for(m, threads), threads, 0, stream>>>(
           s_.keys.data(), m, stride, s_.keys2.data());
       check_launch("topk_sample");
@@ -303,8 +302,8 @@ class topk_codec {
     float x = 0.0F, rv = 0.0F;
     GREENREDUCE_CUDA_CHECK(cudaMemcpy(&x, in + i, 4, cudaMemcpyDeviceToHost));
     if (r == nullptr)
-      throw numeric_error(detail::str(name(), " encode: element ", i, " is ", x,
-                                      "; gradients must be finite"));
+      throw numeric_error(
+          detail::str(name(), " encode: element ", i, " is ", x, "; gradients must be finite"));
     GREENREDUCE_CUDA_CHECK(cudaMemcpy(&rv, r + i, 4, cudaMemcpyDeviceToHost));
     throw numeric_error(detail::str(name(), " encode: element ", i, " of input + residual is ",
                                     x + rv, "; gradients must be finite (residual unchanged)"));
@@ -326,10 +325,10 @@ class topk_codec {
     if (idx.empty()) return;
     device_buffer<std::uint32_t> d_idx(idx.size());
     device_buffer<float> d_val(val.size());
-    GREENREDUCE_CUDA_CHECK(cudaMemcpyAsync(d_idx.data(), idx.data(), 4 * idx.size(),
-                                           cudaMemcpyHostToDevice, stream));
-    GREENREDUCE_CUDA_CHECK(cudaMemcpyAsync(d_val.data(), val.data(), 4 * val.size(),
-                                           cudaMemcpyHostToDevice, stream));
+    GREENREDUCE_CUDA_CHECK(
+        cudaMemcpyAsync(d_idx.data(), idx.data(), 4 * idx.size(), cudaMemcpyHostToDevice, stream));
+    GREENREDUCE_CUDA_CHECK(
+        cudaMemcpyAsync(d_val.data(), val.data(), 4 * val.size(), cudaMemcpyHostToDevice, stream));
     kernels::topk_scatter<Add, threads><<<grid_for(idx.size(), threads), threads, 0, stream>>>(
         d_idx.data(), d_val.data(), idx.size(), out);
     check_launch("topk_scatter");
