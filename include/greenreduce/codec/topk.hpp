@@ -335,8 +335,7 @@ inline std::size_t topk::write_selected(const std::uint64_t* idx, const float* v
   store_le<std::uint16_t>(p + 2, 0);
   store_le<std::uint64_t>(p + 4, count);
   if (count > 0) std::memcpy(p + 12, val, 4 * count);
-  kk::write_indices(coding, idx, count, n,
-                    reinterpret_cast<std::uint8_t*>(p + 12 + 4 * count));
+  kk::write_indices(coding, idx, count, n, reinterpret_cast<std::uint8_t*>(p + 12 + 4 * count));
   return finish_frame(out, wire_id, n, 12 + 4 * count + section);
 }
 
