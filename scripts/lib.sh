@@ -13,6 +13,12 @@ GR_PACKAGES=(
   libopenmpi-dev openmpi-bin
 )
 
+# CUDA, when nvcc is found (it is not a Debian package of GR_PACKAGES: the
+# toolkit and NCCL come from NVIDIA): compile for one architecture only, to
+# keep build time down where the code is built but not run (no GPU). Override
+# with GREENREDUCE_CUDA_ARCHITECTURES="80;90" for a machine that runs it.
+GR_CUDA_ARGS=(-DCMAKE_CUDA_ARCHITECTURES="${GREENREDUCE_CUDA_ARCHITECTURES:-90}")
+
 gr_log() { printf '[greenreduce] %s\n' "$*" >&2; }
 
 # Installs the packages of GR_PACKAGES that are missing (as root), or prints the
