@@ -180,7 +180,8 @@ int main(int argc, char** argv) {
                       ratio, r.rel_l2, r.max_abs, r.energy.network_j, r.energy.total_j());
 
           // --- the claims, checked ---
-          if (r.bytes > c.max_encoded_bytes(opt.n)) fail(r.name + ": frame beyond max_encoded_bytes");
+          if (r.bytes > c.max_encoded_bytes(opt.n))
+            fail(r.name + ": frame beyond max_encoded_bytes");
           const double m = absmax;
           if (r.name == "none") {
             if (r.max_abs != 0) fail("none is not exact");
@@ -189,7 +190,8 @@ int main(int argc, char** argv) {
           }
           // Round to nearest with 10 (fp16) or 7 (bf16) mantissa bits: the
           // error is at most half a unit in the last place.
-          if (r.name == "fp16" && r.max_abs > std::ldexp(m, -11) + 0x1p-25) fail("fp16 error bound");
+          if (r.name == "fp16" && r.max_abs > std::ldexp(m, -11) + 0x1p-25)
+            fail("fp16 error bound");
           if (r.name == "bf16" && r.max_abs > std::ldexp(m, -8)) fail("bf16 error bound");
           // Bucket scale >= bucket max / 127; nearest rounding errs by half a
           // step, stochastic by up to one step (plus fp32 rounding).

@@ -136,7 +136,8 @@ std::vector<double> descend(const std::vector<shard>& data, const options& o, do
     for (int w = 0; w < o.workers; ++w) {
       const auto& d = data[static_cast<std::size_t>(w)];
       g = d.a.transpose() * (d.a * x - d.b) / static_cast<float>(total);
-      send(w, std::span<const float>(g.data(), g.size()), std::span<float>(decoded.data(), decoded.size()));
+      send(w, std::span<const float>(g.data(), g.size()),
+           std::span<float>(decoded.data(), decoded.size()));
       update += decoded;  // what a server (or an allreduce) would sum
     }
     x -= lr_at(o, step) * update;

@@ -131,10 +131,11 @@ void print_report(const gr::report& r) {
   std::printf("  seconds         %.6f\n", r.seconds);
   std::printf("  memory_bytes    %llu\n", static_cast<unsigned long long>(r.memory_bytes));
   std::printf("  compute_ops     %llu\n", static_cast<unsigned long long>(r.compute_ops));
-  std::printf("  energy          %.4g J = network %.3g + memory %.3g + compute %.3g + static %.3g"
-              " (method: %s)\n",
-              e.total_j(), e.network_j, e.memory_j, e.compute_j, e.static_j,
-              std::string(gr::to_string(e.method)).c_str());
+  std::printf(
+      "  energy          %.4g J = network %.3g + memory %.3g + compute %.3g + static %.3g"
+      " (method: %s)\n",
+      e.total_j(), e.network_j, e.memory_j, e.compute_j, e.static_j,
+      std::string(gr::to_string(e.method)).c_str());
 }
 
 /// Runs one allreduce of every rank's gradient with codec C; returns the number of failed checks.
@@ -239,8 +240,9 @@ int run_codec(const C& codec, const options& o, const gr::energy::model& model) 
 int main(int argc, char** argv) {
   const options o = parse(argc, argv);
   const gr::energy::model model(o.profile);
-  std::printf("ring allreduce (average) of n = %zu floats over %d inproc ranks; energy profile %s\n",
-              o.n, o.np, o.profile.c_str());
+  std::printf(
+      "ring allreduce (average) of n = %zu floats over %d inproc ranks; energy profile %s\n", o.n,
+      o.np, o.profile.c_str());
   int failed = 0;
   for (const auto& any : gr::codec::parse_codec_list(o.codecs))
     failed += std::visit([&](const auto& c) { return run_codec(c, o, model); }, any);

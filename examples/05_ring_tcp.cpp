@@ -183,19 +183,20 @@ bool rank_main(gr::transport::tcp& t, const C& codec, const options& o) {
     job.joules += f.joules;
     job.seconds = std::max(job.seconds, f.seconds);
   }
-  std::printf("rank %d/%d listening on %s: %d x allreduce of %zu floats with %s, sent %llu B, "
-              "%zu elements beyond the bound\n",
-              t.rank(), t.size(), t.listen_address().c_str(), o.iters, o.n,
-              std::string(codec.name()).c_str(), static_cast<unsigned long long>(mine.sent),
-              static_cast<std::size_t>(mine.wrong));
+  std::printf(
+      "rank %d/%d listening on %s: %d x allreduce of %zu floats with %s, sent %llu B, "
+      "%zu elements beyond the bound\n",
+      t.rank(), t.size(), t.listen_address().c_str(), o.iters, o.n,
+      std::string(codec.name()).c_str(), static_cast<unsigned long long>(mine.sent),
+      static_cast<std::size_t>(mine.wrong));
   bool ok = mine.wrong == 0 && job.sent == job.received;
   if (t.rank() == 0) {
-    std::printf("job: %llu bytes sent = %llu received, slowest rank %.4f s, %.4g J "
-                "(estimate, profile %s), %llu wrong elements: %s\n",
-                static_cast<unsigned long long>(job.sent),
-                static_cast<unsigned long long>(job.received), job.seconds, job.joules,
-                o.profile.c_str(), static_cast<unsigned long long>(job.wrong),
-                job.wrong == 0 && ok ? "all checks passed" : "FAILED");
+    std::printf(
+        "job: %llu bytes sent = %llu received, slowest rank %.4f s, %.4g J "
+        "(estimate, profile %s), %llu wrong elements: %s\n",
+        static_cast<unsigned long long>(job.sent), static_cast<unsigned long long>(job.received),
+        job.seconds, job.joules, o.profile.c_str(), static_cast<unsigned long long>(job.wrong),
+        job.wrong == 0 && ok ? "all checks passed" : "FAILED");
     ok = ok && job.wrong == 0;
   }
   std::fflush(stdout);

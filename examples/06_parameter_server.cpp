@@ -115,7 +115,8 @@ struct problem {
     x_star.resize(static_cast<std::size_t>(dim));
     for (auto& v : x_star) v = normal(gen);
     for (int w = 0; w < o.workers; ++w) {
-      std::vector<float> aw(static_cast<std::size_t>(rows * dim)), bw(static_cast<std::size_t>(rows));
+      std::vector<float> aw(static_cast<std::size_t>(rows * dim)),
+          bw(static_cast<std::size_t>(rows));
       for (auto& v : aw) v = normal(gen);
       for (int i = 0; i < rows; ++i)
         for (int j = 0; j < dim; ++j) bw[i] += aw[i * dim + j] * x_star[j];
@@ -192,7 +193,8 @@ outcome train(const options& o, const problem& prob, gr::ps::consistency mode, f
         const auto c0 = std::chrono::steady_clock::now();
         const auto g = prob.grad(w, x);
         if (w == W - 1) std::this_thread::sleep_for(std::chrono::milliseconds(o.slow_ms));
-        log.compute_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
+        log.compute_s +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
         started[static_cast<std::size_t>(w)] = step + 1;
         log.wait_s += wk.push("x", g).seconds;  // returns when the mode allows
         std::int64_t slowest = started[0];

@@ -146,7 +146,9 @@ class q4 {
   };
 
   std::size_t buckets(std::size_t n) const noexcept { return (n + bucket_ - 1) / bucket_; }
-  std::size_t payload_bytes(std::size_t n) const noexcept { return 4 + 4 * buckets(n) + (n + 1) / 2; }
+  std::size_t payload_bytes(std::size_t n) const noexcept {
+    return 4 + 4 * buckets(n) + (n + 1) / 2;
+  }
 
   static float value(const view& v, std::size_t i) noexcept {
     const std::uint8_t byte = v.nibbles[i / 2];
@@ -260,7 +262,8 @@ int main(int argc, char** argv) {
     const double step = 1.0 / 7;  // |x| < 1: no scale exceeds 1/7
     double worst = 0;
     for (std::size_t i = 0; i < n; ++i) worst = std::max(worst, std::abs(mean[i] - x[i]));
-    std::printf("2. mean of %d encodes: max |mean - x| = %.4f (one level = %.4f)\n", K, worst, step);
+    std::printf("2. mean of %d encodes: max |mean - x| = %.4f (one level = %.4f)\n", K, worst,
+                step);
     if (!(worst < 0.25 * step)) {
       std::printf("   FAILED: stochastic rounding looks biased\n");
       ++failed;
@@ -297,10 +300,11 @@ int main(int argc, char** argv) {
   for (std::size_t i = 0; i < o.n; ++i) worst = std::max(worst, std::abs(data[0][i] - exact[i]));
   const double bound = p * (1.1 * p / 7.0);
   const auto& rep = reports[0];
-  std::printf("3. ring_allreduce<q4> over %d ranks, n = %zu: sent %llu bytes, %.2fx fewer than "
-              "fp32; max |sum - exact| = %.4f (bound %.3f)\n",
-              p, o.n, static_cast<unsigned long long>(rep.bytes_sent), rep.compression_ratio(),
-              worst, bound);
+  std::printf(
+      "3. ring_allreduce<q4> over %d ranks, n = %zu: sent %llu bytes, %.2fx fewer than "
+      "fp32; max |sum - exact| = %.4f (bound %.3f)\n",
+      p, o.n, static_cast<unsigned long long>(rep.bytes_sent), rep.compression_ratio(), worst,
+      bound);
   if (!(worst <= bound)) {
     std::printf("   FAILED: ring result beyond the bound\n");
     ++failed;

@@ -140,9 +140,10 @@ int main(int argc, char** argv) {
   for (int s = 0; s < o.steps; ++s)
     record(allreduce_step(gr::codec::int8{}, o, model, s), "int8/" + std::to_string(s));
 
-  std::printf("%d steps x %d ranks x allreduce of %zu floats, per codec; profile %s, grid %.0f "
-              "gCO2e/kWh\n\n",
-              o.steps, o.np, o.n, o.profile.c_str(), grid);
+  std::printf(
+      "%d steps x %d ranks x allreduce of %zu floats, per codec; profile %s, grid %.0f "
+      "gCO2e/kWh\n\n",
+      o.steps, o.np, o.n, o.profile.c_str(), grid);
   std::printf("%-8s %6s %12s %12s %12s %12s %12s\n", "step", "rows", "wire_bytes", "network_J",
               "memory_J", "static_J", "total_J");
   for (const auto& [label, r] : book.by_step())
