@@ -117,6 +117,19 @@ std::vector<gr::report> allreduce_step(const C& codec, const options& o,
   return reps;
 }
 
+/// A JSON number member of `node` read as T. Boost.PropertyTree keeps every
+/// value as text; from_chars (energy::csv::parse) reads it back to the same
+/// bits, as write_json printed the shortest round-trip form.
+template <class T>
+T json_number(const boost::property_tree::ptree& node, const char* path) {
+  T v{};
+  const std::string& text = node.get_child(path).data();
+  if (!gr::energy::csv::parse(text, v))
+    throw gr::decode_error(
+        gr::detail::str("JSON member ", path, " is \"", text, "\", expected a number"));
+  return v;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -197,12 +210,14 @@ int main(int argc, char** argv) {
   boost::property_tree::read_json(json_path, js);  // throws on malformed JSON
   const auto& jt = js.get_child("total");
   check(js.get_child("rows").size() == book.rows().size(), "JSON: as many rows as recorded");
-  check(jt.get<std::uint64_t>("bytes_sent") == total.bytes_sent, "JSON: bytes_sent total equal");
-  check(jt.get<double>("total_j") == book.joules() && jt.get<double>("kwh") == book.kwh() &&
-            jt.get<double>("co2_g") == book.co2_grams(),
+  check(json_number<std::uint64_t>(jt, "bytes_sent") == total.bytes_sent,
+        "JSON: bytes_sent total equal");
+  check(json_number<double>(jt, "total_j") == book.joules() &&
+            json_number<double>(jt, "kwh") == book.kwh() &&
+            json_number<double>(jt, "co2_g") == book.co2_grams(),
         "JSON: joules, kWh and CO2e equal");
   double rows_j = 0;
-  for (const auto& [key, row] : js.get_child("rows")) rows_j += row.get<double>("total_j");
+  for (const auto& [key, row] : js.get_child("rows")) rows_j += json_number<double>(row, "total_j");
   check(std::abs(rows_j - book.joules()) <= 1e-12 * book.joules(), "JSON: rows sum to the total");
 
   check(std::abs(book.kwh() - book.joules() / 3.6e6) <= 1e-15 * book.kwh() + 1e-300 &&
