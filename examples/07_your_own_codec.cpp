@@ -90,9 +90,9 @@ class q4 {
     std::fill(nibbles, nibbles + (n + 1) / 2, std::byte{0});
     for (std::size_t b = 0; b < nb; ++b) {
       const std::size_t lo = b * bucket_, hi = std::min(n, lo + bucket_);
-      // std::max(m, NaN) is m: an absmax alone lets NaN through (check_codec
-      // caught exactly that in this example's first draft). x - x is 0 for
-      // finite x and NaN for NaN or Inf, so one sum tells.
+      // std::max(m, NaN) is m: an absmax alone would let NaN through, and
+      // check_codec would flag it. x - x is 0 for finite x and NaN for NaN or
+      // Inf, so one running sum tells.
       float absmax = 0, probe = 0;
       for (std::size_t i = lo; i < hi; ++i) {
         absmax = std::max(absmax, std::abs(in[i]));
