@@ -75,3 +75,11 @@
 #include "greenreduce/energy/model.hpp"
 #include "greenreduce/energy/nvml.hpp"
 #include "greenreduce/energy/rapl.hpp"
+
+// adaptive policy (codec and consistency chosen from the network and the budget)
+#include "greenreduce/adaptive/adaptive_allreduce.hpp"
+#include "greenreduce/adaptive/controller.hpp"
+#include "greenreduce/adaptive/decision.hpp"
+#include "greenreduce/adaptive/ladder.hpp"
+#include "greenreduce/adaptive/observation.hpp"
+#include "greenreduce/adaptive/options.hpp"
