@@ -1,5 +1,4 @@
-// greenreduce/adaptive/controller.hpp — an energy-aware policy that picks the codec and the sync
-// mode.
+// greenreduce/adaptive/controller.hpp — an energy-aware policy: picks the codec and the sync mode.
 //
 //   adaptive::controller ctl(adaptive::controller_options().with_energy_budget(2.0));
 //   for (step...) {
@@ -13,12 +12,15 @@
 //
 // * Warm-up: the first warmup_steps run level 0 (uncompressed); their median
 //   step time is the baseline of max_slowdown.
-// * Link estimate: achieved bandwidth = wire bytes / comm seconds, an EWMA over
-//   steps; likewise raw bytes per step, compute time (step - comm), each level's
+// * Link estimate: achieved bandwidth = wire bytes / comm seconds of each
+//   window, kept as an EWMA (weight ewma_alpha per window) of seconds per byte;
+//   predictions use the slower of that average and the last window, so a drop
+//   is believed at once and a recovery once the average follows. Likewise
+//   EWMAs of raw bytes per step, compute time (step - comm), each level's
 //   measured compression ratio and kernel work per raw byte, and a calibration
 //   of the energy model against the observed joules. From these it predicts
-//   every level's step time and joules, so a slower link alone makes stronger
-//   levels look better (energy::model with the caller's coefficients).
+//   every level's step time and joules (energy::model with the caller's
+//   coefficients), so a slower link alone makes stronger levels look better.
 // * Every window_steps it compares the window means with the objectives. The
 //   current level is judged by what was observed, the others by prediction:
 //     - over the energy budget or the slowdown limit: target the loosest
@@ -28,8 +30,12 @@
 //     - within limits: target the loosest looser level predicted to meet both
 //       with loosen_margin to spare (room_to_loosen).
 //   A move happens when the target lies in the same direction for
-//   hysteresis_windows consecutive windows and dwell_windows have passed
-//   since the last move, so a signal that flips every window never moves it.
+//   hysteresis_windows consecutive windows and the dwell has passed since the
+//   last move, so a signal that flips faster than that never moves it. The
+//   dwell starts at dwell_windows and doubles (up to max_dwell_windows) each
+//   time a move reverses the previous one within twice the dwell; a move after
+//   four quiet dwells restores it. A slow square wave therefore moves the
+//   level a few times and then at most once per max_dwell_windows.
 // * Accuracy guard (before the objectives): a window whose last validation loss
 //   exceeds the reference by more than max_loss_increase, or whose mean
 //   compression error exceeds max_compression_error, for guard_windows windows,
@@ -44,8 +50,9 @@
 // observations — no clock, no randomness — so ranks fed identical observations
 // decide identically (adaptive_allreduce relies on it).
 //
-// Bounds: outside the guard, moves are at least dwell_windows windows apart;
-// the guard moves at most ladder.size() - 1 times in a run.
+// Bounds: moves of one kind are at least dwell_windows windows apart (the guard
+// may undo a tightening at once); the guard moves at most ladder.size() - 1
+// times in a run.
 #pragma once
 
 #include <algorithm>
