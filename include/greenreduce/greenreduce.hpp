@@ -32,3 +32,11 @@
 #include "greenreduce/energy/model.hpp"
 #include "greenreduce/energy/nvml.hpp"
 #include "greenreduce/energy/rapl.hpp"
+
+// parameter server
+#include "greenreduce/ps/options.hpp"
+#include "greenreduce/ps/placement.hpp"
+#include "greenreduce/ps/protocol.hpp"
+#include "greenreduce/ps/server.hpp"
+#include "greenreduce/ps/update_rule.hpp"
+#include "greenreduce/ps/worker.hpp"

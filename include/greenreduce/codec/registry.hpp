@@ -1,0 +1,132 @@
+// greenreduce/codec/registry.hpp — built-in codecs chosen by name at run time.
+//
+//   codec::any_codec c = codec::parse_codec("int8:bucket=256:stochastic");
+//   std::visit([&](const auto& codec) { /* a template over the concrete codec */ }, c);
+//
+// A spec is a name followed by ':'-separated parameters, each `key=value` or a
+// bare value for the codec's main parameter:
+//
+//   none | fp16 | bf16
+//   int8[:bucket=N][:nearest|:stochastic]       bare number = bucket
+//
+// `parse_codec_list("none,int8:256")` splits on commas. Unknown names,
+// parameters or values are config_errors that list what is accepted. Tools
+// that take a codec from a command line or an environment variable
+// (greenreduce-bench, GREENREDUCE_CODEC) go through here so they agree.
+#pragma once
+
+#include <charconv>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+// none.hpp first: it names detail::str unqualified, which codec::detail
+// (declared by the other codecs) would otherwise shadow.
+#include "greenreduce/codec/none.hpp"
+
+#include "greenreduce/codec/bf16.hpp"
+#include "greenreduce/codec/fp16.hpp"
+#include "greenreduce/codec/int8.hpp"
+#include "greenreduce/core/error.hpp"
+
+namespace greenreduce::codec {
+
+/// One of the built-in codecs, by value.
+using any_codec = std::variant<none, fp16, bf16, int8>;
+
+/// The accepted spec grammar, for help texts and error messages.
+inline constexpr std::string_view codec_spec_help =
+    "none | fp16 | bf16 | int8[:bucket=N][:nearest|:stochastic]";
+
+namespace registry_detail {
+
+struct param {
+  std::string_view key;  // empty for a bare value
+  std::string_view value;
+};
+
+inline std::vector<std::string_view> split(std::string_view s, char sep) {
+  std::vector<std::string_view> out;
+  std::size_t start = 0;
+  while (true) {
+    const std::size_t at = s.find(sep, start);
+    out.push_back(
+        s.substr(start, at == std::string_view::npos ? std::string_view::npos : at - start));
+    if (at == std::string_view::npos) return out;
+    start = at + 1;
+  }
+}
+
+[[noreturn]] inline void bad(std::string_view spec, const std::string& why) {
+  throw config_error(greenreduce::detail::str("codec spec \"", spec, "\": ", why,
+                                              " (accepted: ", codec_spec_help, ")"));
+}
+
+inline std::size_t to_size(std::string_view spec, std::string_view v) {
+  std::size_t out = 0;
+  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || ptr != v.data() + v.size() || v.empty())
+    bad(spec, greenreduce::detail::str("\"", v, "\" is not a non-negative integer"));
+  return out;
+}
+
+}  // namespace registry_detail
+
+/// Parses one codec spec (see the header comment).
+inline any_codec parse_codec(std::string_view spec) {
+  using namespace registry_detail;
+  const auto parts = split(spec, ':');
+  const std::string_view name = parts[0];
+  std::vector<param> params;
+  for (std::size_t i = 1; i < parts.size(); ++i) {
+    const auto eq = parts[i].find('=');
+    if (parts[i].empty()) bad(spec, "empty parameter");
+    if (eq == std::string_view::npos)
+      params.push_back({{}, parts[i]});
+    else
+      params.push_back({parts[i].substr(0, eq), parts[i].substr(eq + 1)});
+  }
+  auto no_params = [&](any_codec c) {
+    if (!params.empty()) bad(spec, greenreduce::detail::str(name, " takes no parameters"));
+    return c;
+  };
+  if (name == "none") return no_params(none{});
+  if (name == "fp16") return no_params(fp16{});
+  if (name == "bf16") return no_params(bf16{});
+  if (name == "int8" || name == "int8_stochastic") {
+    std::size_t bucket = int8::default_bucket;
+    rounding mode = name == "int8" ? rounding::nearest : rounding::stochastic;
+    for (const auto& p : params) {
+      if (p.key.empty() && p.value == "stochastic")
+        mode = rounding::stochastic;
+      else if (p.key.empty() && p.value == "nearest")
+        mode = rounding::nearest;
+      else if (p.key.empty() || p.key == "bucket")
+        bucket = to_size(spec, p.value);
+      else if (p.key == "rounding" && (p.value == "nearest" || p.value == "stochastic"))
+        mode = p.value == "nearest" ? rounding::nearest : rounding::stochastic;
+      else
+        bad(spec, greenreduce::detail::str("unknown int8 parameter \"", p.key, "=", p.value, "\""));
+    }
+    return int8(bucket, mode);
+  }
+  bad(spec, greenreduce::detail::str("unknown codec \"", name, "\""));
+}
+
+/// Parses a comma-separated list of codec specs.
+inline std::vector<any_codec> parse_codec_list(std::string_view list) {
+  std::vector<any_codec> out;
+  for (auto spec : registry_detail::split(list, ','))
+    if (!spec.empty()) out.push_back(parse_codec(spec));
+  if (out.empty()) registry_detail::bad(list, "no codec named");
+  return out;
+}
+
+/// The name a codec reports (codec.name()).
+inline std::string codec_display_name(const any_codec& c) {
+  return std::visit([](const auto& x) { return std::string(x.name()); }, c);
+}
+
+}  // namespace greenreduce::codec

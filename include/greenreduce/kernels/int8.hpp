@@ -1,0 +1,255 @@
+// greenreduce/kernels/int8.hpp — per-bucket absmax int8 quantization, the
+// kernels of codec::int8.
+//
+// Math (as in QSGD-style bucketed quantizers, Alistarh et al. 2017, and
+// 8-bit all-reduce schemes such as Dettmers 2016): for each bucket of `bucket`
+// consecutive elements, absmax = max|x|, scale = absmax / 127 (the fp32 on the
+// wire), and q = R(x * 127 / absmax) clamped to [-127, 127], where R is
+//   nearest:     round to nearest even;
+//   stochastic:  floor(v + u), u uniform on a 2^-24 grid in [0, 1), computed
+//                exactly in 32-bit integers as (RNE(v * 2^24) + (word >> 8)) >> 24
+//                with `word` the element's Philox word (kernels/philox.hpp rule),
+//                so E[q] = RNE(v * 2^24) / 2^24: unbiased to 2^-25.
+// Decoding is x' = q * scale; decode_add is acc = fma(q, scale, acc).
+//
+// Each bucket is one fused step while it sits in L1: an integer max over the
+// bit patterns (|x| as uint32 orders like |x|, and NaN/Inf exceed 0x7F7FFFFF,
+// so the same max detects non-finite input), then quantize and pack. The
+// arithmetic has no multiply feeding an add (v = (x * pre) * inv, then
+// min/max/convert/integer ops), so no compiler can contract it differently in
+// the SIMD body, the scalar tail, the scalar reference or a CUDA port.
+//
+// Buckets with absmax below 2^-64 are pre-scaled by 2^64 (exact) so that
+// 127 / absmax stays finite; an all-zero bucket has scale 0 and q = 0.
+#pragma once
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+
+#include <xsimd/xsimd.hpp>
+
+#include "greenreduce/core/rng.hpp"
+#include "greenreduce/kernels/lanes.hpp"
+#include "greenreduce/kernels/philox.hpp"
+
+namespace greenreduce::kernels {
+
+inline constexpr std::uint32_t int8_nonfinite_bits = 0x7F800000U;  ///< |x| bits >= this
+
+/// The quantization parameters of one bucket, derived from its absmax alone.
+struct int8_bucket {
+  float scale = 0.0F;  ///< absmax / 127: what goes on the wire
+  float pre = 1.0F;    ///< 2^64 when absmax < 2^-64, else 1
+  float inv = 0.0F;    ///< 127 / (absmax * pre); 0 for an all-zero bucket
+
+  static int8_bucket of(float absmax) noexcept {
+    int8_bucket b;
+    b.scale = absmax / 127.0F;
+    b.pre = absmax < 0x1p-64F ? 0x1p64F : 1.0F;
+    b.inv = absmax > 0.0F ? 127.0F / (absmax * b.pre) : 0.0F;
+    return b;
+  }
+};
+
+namespace scalar {
+
+inline float int8_scaled(float x, const int8_bucket& b) noexcept {
+  const float v = (x * b.pre) * b.inv;
+  return std::min(std::max(v, -127.0F), 127.0F);
+}
+inline std::int32_t int8_nearest(float x, const int8_bucket& b) noexcept {
+  return static_cast<std::int32_t>(std::nearbyint(int8_scaled(x, b)));
+}
+inline std::int32_t int8_stochastic(float x, const int8_bucket& b, std::uint32_t word) noexcept {
+  const auto t = static_cast<std::int32_t>(std::nearbyint(int8_scaled(x, b) * 0x1p24F));
+  return (t + static_cast<std::int32_t>(word >> 8)) >> 24;
+}
+
+/// max over |x| as bit patterns (>= int8_nonfinite_bits when some x is NaN/Inf).
+inline std::uint32_t absmax_bits(const float* x, std::size_t n) noexcept {
+  std::uint32_t m = 0;
+  for (std::size_t i = 0; i < n; ++i)
+    m = std::max(m, std::bit_cast<std::uint32_t>(x[i]) & 0x7FFFFFFFU);
+  return m;
+}
+
+/// Quantizes `in` bucket by bucket: scales (fp32, one per bucket) and q (int8,
+/// one per element). Stochastic when `g` is given (the philox.hpp group rule,
+/// element i = index within `in`). Returns false, with the output partly
+/// written, as soon as a bucket holds a NaN or Inf.
+inline bool encode_int8(std::span<const float> in, std::size_t bucket, const rng* g,
+                        std::byte* scales, std::byte* q) noexcept {
+  const std::size_t n = in.size();
+  for (std::size_t s = 0, b = 0; s < n; s += bucket, ++b) {
+    const std::size_t e = std::min(n, s + bucket);
+    const std::uint32_t am = absmax_bits(in.data() + s, e - s);
+    if (am >= int8_nonfinite_bits) return false;
+    const int8_bucket p = int8_bucket::of(std::bit_cast<float>(am));
+    std::memcpy(scales + 4 * b, &p.scale, 4);
+    for (std::size_t i = s; i < e; ++i)
+      q[i] = static_cast<std::byte>(g ? int8_stochastic(in[i], p, philox_word(*g, i))
+                                      : int8_nearest(in[i], p));
+  }
+  return true;
+}
+
+inline float load_scale(const std::byte* scales, std::size_t b) noexcept {
+  float s;
+  std::memcpy(&s, scales + 4 * b, 4);
+  return s;
+}
+
+inline void decode_int8(const std::byte* scales, const std::byte* q, std::size_t bucket,
+                        std::span<float> out) noexcept {
+  for (std::size_t i = 0; i < out.size(); ++i)
+    out[i] = static_cast<float>(static_cast<std::int8_t>(q[i])) * load_scale(scales, i / bucket);
+}
+
+inline void decode_add_int8(const std::byte* scales, const std::byte* q, std::size_t bucket,
+                            std::span<float> acc) noexcept {
+  for (std::size_t i = 0; i < acc.size(); ++i)
+    acc[i] = std::fma(static_cast<float>(static_cast<std::int8_t>(q[i])),
+                      load_scale(scales, i / bucket), acc[i]);
+}
+
+}  // namespace scalar
+
+namespace detail {
+
+template <class Arch>
+std::uint32_t absmax_bits(const float* x, std::size_t n) noexcept {
+  using i32 = xsimd::batch<std::int32_t, Arch>;
+  constexpr std::size_t w = i32::size;
+  const i32 magnitude(0x7FFFFFFF);
+  i32 m0(0), m1(0);
+  std::size_t i = 0;
+  for (; i + 2 * w <= n; i += 2 * w) {
+    m0 = xsimd::max(m0,
+                    i32::load_unaligned(reinterpret_cast<const std::int32_t*>(x + i)) & magnitude);
+    m1 = xsimd::max(
+        m1, i32::load_unaligned(reinterpret_cast<const std::int32_t*>(x + i + w)) & magnitude);
+  }
+  alignas(64) std::int32_t l[w];
+  xsimd::max(m0, m1).store_aligned(l);
+  return std::max(static_cast<std::uint32_t>(*std::max_element(l, l + w)),
+                  scalar::absmax_bits(x + i, n - i));
+}
+
+template <class Arch>
+struct int8_quantizer {
+  using f32 = xsimd::batch<float, Arch>;
+  using i32 = xsimd::batch<std::int32_t, Arch>;
+  using u32 = xsimd::batch<std::uint32_t, Arch>;
+  f32 pre, inv;
+
+  explicit int8_quantizer(const int8_bucket& b) : pre(b.pre), inv(b.inv) {}
+
+  f32 scaled(const float* x) const noexcept {
+    const f32 v = (f32::load_unaligned(x) * pre) * inv;
+    return xsimd::min(xsimd::max(v, f32(-127.0F)), f32(127.0F));
+  }
+  i32 nearest(const float* x) const noexcept { return xsimd::nearbyint_as_int(scaled(x)); }
+  i32 stochastic(const float* x, const std::uint32_t* words) const noexcept {
+    const i32 t = xsimd::nearbyint_as_int(scaled(x) * f32(0x1p24F));
+    const i32 u = xsimd::bitwise_cast<i32>(u32::load_unaligned(words) >> 8);
+    return (t + u) >> 24;
+  }
+};
+
+}  // namespace detail
+
+/// SIMD form of scalar::encode_int8 (same output bit for bit). Stochastic
+/// when `g` is given.
+template <class Arch = xsimd::default_arch>
+bool encode_int8(std::span<const float> in, std::size_t bucket, const rng* g, std::byte* scales,
+                 std::byte* q) noexcept {
+  constexpr std::size_t w = xsimd::batch<float, Arch>::size;
+  constexpr std::size_t step = 4 * w;  // one packed store of 4 batches
+  static_assert(philox_group % step == 0);
+  const std::size_t n = in.size();
+  const float* x = in.data();
+  alignas(64) std::uint32_t words[philox_group];
+  std::size_t cached_group = SIZE_MAX;
+  for (std::size_t s = 0, b = 0; s < n; s += bucket, ++b) {
+    const std::size_t e = std::min(n, s + bucket);
+    const std::uint32_t am = detail::absmax_bits<Arch>(x + s, e - s);
+    if (am >= int8_nonfinite_bits) return false;
+    const int8_bucket p = int8_bucket::of(std::bit_cast<float>(am));
+    std::memcpy(scales + 4 * b, &p.scale, 4);
+    const detail::int8_quantizer<Arch> qz(p);
+    std::size_t i = s;
+    if (!g) {
+      for (; i + step <= e; i += step)
+        lanes::narrow_i8x4<Arch>(qz.nearest(x + i), qz.nearest(x + i + w),
+                                 qz.nearest(x + i + 2 * w), qz.nearest(x + i + 3 * w), q + i);
+      for (; i < e; ++i) q[i] = static_cast<std::byte>(scalar::int8_nearest(x[i], p));
+      continue;
+    }
+    // Stochastic: walk the bucket group by group (a group straddling two
+    // buckets is generated once), whole packed steps inside each group.
+    while (i < e) {
+      const std::size_t group = i / philox_group, base = group * philox_group;
+      if (group != cached_group) {
+        philox_group_words<Arch>(*g, group, words);
+        cached_group = group;
+      }
+      const std::size_t end = std::min(e, base + philox_group);
+      for (; i + step <= end; i += step) {
+        const std::uint32_t* r = words + (i - base);
+        lanes::narrow_i8x4<Arch>(qz.stochastic(x + i, r), qz.stochastic(x + i + w, r + w),
+                                 qz.stochastic(x + i + 2 * w, r + 2 * w),
+                                 qz.stochastic(x + i + 3 * w, r + 3 * w), q + i);
+      }
+      for (; i < end; ++i)
+        q[i] = static_cast<std::byte>(scalar::int8_stochastic(x[i], p, words[i - base]));
+    }
+  }
+  return true;
+}
+
+template <class Arch = xsimd::default_arch>
+void decode_int8(const std::byte* scales, const std::byte* q, std::size_t bucket,
+                 std::span<float> out) noexcept {
+  using f32 = xsimd::batch<float, Arch>;
+  constexpr std::size_t w = f32::size;
+  const std::size_t n = out.size();
+  for (std::size_t s = 0, b = 0; s < n; s += bucket, ++b) {
+    const std::size_t e = std::min(n, s + bucket);
+    const float scale = scalar::load_scale(scales, b);
+    const f32 sc(scale);
+    std::size_t i = s;
+    for (; i + w <= e; i += w)
+      (xsimd::to_float(lanes::widen_i8<Arch>(q + i)) * sc).store_unaligned(&out[i]);
+    for (; i < e; ++i) out[i] = static_cast<float>(static_cast<std::int8_t>(q[i])) * scale;
+  }
+}
+
+template <class Arch = xsimd::default_arch>
+void decode_add_int8(const std::byte* scales, const std::byte* q, std::size_t bucket,
+                     std::span<float> acc) noexcept {
+  using f32 = xsimd::batch<float, Arch>;
+  constexpr std::size_t w = f32::size;
+  const std::size_t n = acc.size();
+  float* a = acc.data();
+  for (std::size_t s = 0, b = 0; s < n; s += bucket, ++b) {
+    const std::size_t e = std::min(n, s + bucket);
+    const float scale = scalar::load_scale(scales, b);
+    const f32 sc(scale);
+    std::size_t i = s;
+    for (; i + 2 * w <= e; i += 2 * w) {
+      const f32 q0 = xsimd::to_float(lanes::widen_i8<Arch>(q + i));
+      const f32 q1 = xsimd::to_float(lanes::widen_i8<Arch>(q + i + w));
+      xsimd::fma(q0, sc, f32::load_unaligned(a + i)).store_unaligned(a + i);
+      xsimd::fma(q1, sc, f32::load_unaligned(a + i + w)).store_unaligned(a + i + w);
+    }
+    for (; i < e; ++i)
+      a[i] = std::fma(static_cast<float>(static_cast<std::int8_t>(q[i])), scale, a[i]);
+  }
+}
+
+}  // namespace greenreduce::kernels

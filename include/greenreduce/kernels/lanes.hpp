@@ -1,0 +1,210 @@
+// greenreduce/kernels/lanes.hpp — the few lane moves xsimd 8 has no portable
+// form for: widening 16-bit and 8-bit wire values into 32-bit lanes, narrowing
+// 32-bit lanes back into packed wire bytes in element order, and the 32x32->64
+// bit product behind the vectorized Philox.
+//
+// Every other kernel is written once against xsimd::batch; these helpers are
+// the one place with instruction-set intrinsics (SSE2, SSE4.1, AVX2, AVX-512F),
+// each chosen at compile time by the batch's Arch tag. Any other Arch (AVX
+// without AVX2, NEON, ...) takes the generic form, which goes through a small
+// stack buffer: correct everywhere, merely slower. Wire bytes need no
+// alignment: loads and stores are unaligned, through may-alias vector types.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include <xsimd/xsimd.hpp>
+
+namespace greenreduce::kernels::lanes {
+
+template <class Arch, class Base>
+inline constexpr bool is = std::is_base_of_v<Base, Arch>;
+
+/// batch::size little-endian uint16 at p, zero-extended into 32-bit lanes.
+template <class Arch>
+xsimd::batch<std::uint32_t, Arch> widen_u16(const std::byte* p) noexcept {
+#if XSIMD_WITH_AVX512F
+  if constexpr (is<Arch, xsimd::avx512f>)
+    return _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (is<Arch, xsimd::avx2>)
+    return _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#endif
+#if XSIMD_WITH_SSE4_1
+  if constexpr (is<Arch, xsimd::sse4_1>)
+    return _mm_cvtepu16_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (is<Arch, xsimd::sse2>)
+    return _mm_unpacklo_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)),
+                              _mm_setzero_si128());
+#endif
+  constexpr std::size_t w = xsimd::batch<std::uint32_t, Arch>::size;
+  alignas(64) std::uint32_t buf[w];
+  for (std::size_t k = 0; k < w; ++k) {
+    std::uint16_t h;
+    std::memcpy(&h, p + 2 * k, 2);
+    buf[k] = h;
+  }
+  return xsimd::batch<std::uint32_t, Arch>::load_aligned(buf);
+}
+
+/// Stores the low 16 bits of the lanes of a, then of b (2 * batch::size
+/// uint16, element order) at p. Lanes must hold values below 65536.
+template <class Arch>
+void narrow_u16x2(xsimd::batch<std::uint32_t, Arch> a, xsimd::batch<std::uint32_t, Arch> b,
+                  std::byte* p) noexcept {
+#if XSIMD_WITH_AVX512F
+  if constexpr (is<Arch, xsimd::avx512f>) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(a));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + 32), _mm512_cvtepi32_epi16(b));
+    return;
+  }
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (is<Arch, xsimd::avx2>) {
+    // packus interleaves 128-bit lanes: [a0-3 b0-3 | a4-7 b4-7]; the permute restores order.
+    const __m256i ab = _mm256_packus_epi32(a, b);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p),
+                        _mm256_permute4x64_epi64(ab, _MM_SHUFFLE(3, 1, 2, 0)));
+    return;
+  }
+#endif
+#if XSIMD_WITH_SSE4_1
+  if constexpr (is<Arch, xsimd::sse4_1>) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_packus_epi32(a, b));
+    return;
+  }
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (is<Arch, xsimd::sse2>) {
+    // No unsigned pack before SSE4.1: sign-extend the low halves, then pack signed.
+    const __m128i sa = _mm_srai_epi32(_mm_slli_epi32(a, 16), 16);
+    const __m128i sb = _mm_srai_epi32(_mm_slli_epi32(b, 16), 16);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_packs_epi32(sa, sb));
+    return;
+  }
+#endif
+  constexpr std::size_t w = xsimd::batch<std::uint32_t, Arch>::size;
+  alignas(64) std::uint32_t buf[2 * w];
+  a.store_aligned(buf);
+  b.store_aligned(buf + w);
+  for (std::size_t k = 0; k < 2 * w; ++k) {
+    const auto h = static_cast<std::uint16_t>(buf[k]);
+    std::memcpy(p + 2 * k, &h, 2);
+  }
+}
+
+/// batch::size int8 at p, sign-extended into 32-bit lanes.
+template <class Arch>
+xsimd::batch<std::int32_t, Arch> widen_i8(const std::byte* p) noexcept {
+#if XSIMD_WITH_AVX512F
+  if constexpr (is<Arch, xsimd::avx512f>)
+    return _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (is<Arch, xsimd::avx2>)
+    return _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (is<Arch, xsimd::sse2>) {
+    std::int32_t v;
+    std::memcpy(&v, p, 4);
+    __m128i x = _mm_cvtsi32_si128(v);
+    x = _mm_unpacklo_epi8(x, x);   // b0 b0 b1 b1 ...
+    x = _mm_unpacklo_epi16(x, x);  // b0 b0 b0 b0 b1 ...
+    return _mm_srai_epi32(x, 24);  // sign-extended b_k in lane k
+  }
+#endif
+  constexpr std::size_t w = xsimd::batch<std::int32_t, Arch>::size;
+  alignas(64) std::int32_t buf[w];
+  for (std::size_t k = 0; k < w; ++k) buf[k] = static_cast<std::int8_t>(p[k]);
+  return xsimd::batch<std::int32_t, Arch>::load_aligned(buf);
+}
+
+/// Stores the lanes of b0, b1, b2, b3 as int8 (4 * batch::size bytes, element
+/// order) at p. Lanes must hold values in [-128, 127].
+template <class Arch>
+void narrow_i8x4(xsimd::batch<std::int32_t, Arch> b0, xsimd::batch<std::int32_t, Arch> b1,
+                 xsimd::batch<std::int32_t, Arch> b2, xsimd::batch<std::int32_t, Arch> b3,
+                 std::byte* p) noexcept {
+#if XSIMD_WITH_AVX512F
+  if constexpr (is<Arch, xsimd::avx512f>) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtepi32_epi8(b0));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 16), _mm512_cvtepi32_epi8(b1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 32), _mm512_cvtepi32_epi8(b2));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 48), _mm512_cvtepi32_epi8(b3));
+    return;
+  }
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (is<Arch, xsimd::avx2>) {
+    // The packs work per 128-bit lane; dword k of the result holds 4 bytes of
+    // batch k%4, half k/4. The permute puts each batch's halves together.
+    const __m256i p01 = _mm256_packs_epi32(b0, b1);
+    const __m256i p23 = _mm256_packs_epi32(b2, b3);
+    const __m256i bytes = _mm256_packs_epi16(p01, p23);
+    _mm256_storeu_si256(
+        reinterpret_cast<__m256i*>(p),
+        _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+    return;
+  }
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (is<Arch, xsimd::sse2>) {
+    const __m128i p01 = _mm_packs_epi32(b0, b1);
+    const __m128i p23 = _mm_packs_epi32(b2, b3);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_packs_epi16(p01, p23));
+    return;
+  }
+#endif
+  constexpr std::size_t w = xsimd::batch<std::int32_t, Arch>::size;
+  alignas(64) std::int32_t buf[4 * w];
+  b0.store_aligned(buf);
+  b1.store_aligned(buf + w);
+  b2.store_aligned(buf + 2 * w);
+  b3.store_aligned(buf + 3 * w);
+  for (std::size_t k = 0; k < 4 * w; ++k) p[k] = static_cast<std::byte>(buf[k]);
+}
+
+/// The 64-bit products of the low 32 bits of each 64-bit lane of a with m.
+template <class Arch>
+xsimd::batch<std::uint64_t, Arch> mul_even_u32(xsimd::batch<std::uint64_t, Arch> a,
+                                               std::uint32_t m) noexcept {
+#if XSIMD_WITH_AVX512F
+  if constexpr (is<Arch, xsimd::avx512f>) return _mm512_mul_epu32(a, _mm512_set1_epi64(m));
+#endif
+#if XSIMD_WITH_AVX2
+  if constexpr (is<Arch, xsimd::avx2>) return _mm256_mul_epu32(a, _mm256_set1_epi64x(m));
+#endif
+#if XSIMD_WITH_SSE2
+  if constexpr (is<Arch, xsimd::sse2>) return _mm_mul_epu32(a, _mm_set1_epi64x(m));
+#endif
+  return (a & xsimd::batch<std::uint64_t, Arch>(0xFFFFFFFFULL)) *
+         xsimd::batch<std::uint64_t, Arch>(std::uint64_t{m});
+}
+
+/// hi and lo halves of the 64-bit product of every 32-bit lane with m.
+template <class Arch>
+struct wide_product {
+  xsimd::batch<std::uint32_t, Arch> hi, lo;
+};
+
+template <class Arch>
+wide_product<Arch> mul_wide_u32(xsimd::batch<std::uint32_t, Arch> a, std::uint32_t m) noexcept {
+  using u64 = xsimd::batch<std::uint64_t, Arch>;
+  using u32 = xsimd::batch<std::uint32_t, Arch>;
+  const u64 a64 = xsimd::bitwise_cast<u64>(a);
+  const u64 even = mul_even_u32<Arch>(a64, m);       // lanes 0, 2, 4, ...
+  const u64 odd = mul_even_u32<Arch>(a64 >> 32, m);  // lanes 1, 3, 5, ...
+  const u64 low_half(0x00000000FFFFFFFFULL), high_half(0xFFFFFFFF00000000ULL);
+  const u64 lo = (even & low_half) | (odd << 32);
+  const u64 hi = (even >> 32) | (odd & high_half);
+  return {xsimd::bitwise_cast<u32>(hi), xsimd::bitwise_cast<u32>(lo)};
+}
+
+}  // namespace greenreduce::kernels::lanes

@@ -1,0 +1,705 @@
+// greenreduce/ps/server.hpp — one shard of the parameter server.
+//
+// A server holds the fp32 parameters (and update-rule state) of the keys the
+// placement gives it (ps/placement.hpp), receives pushes from every worker,
+// applies the update rule as the consistency mode says (ps/options.hpp),
+// answers pulls, and measures each worker's throughput to offer batch shares.
+//
+// Threads. The transport concept has no "receive from any peer", so run()
+// starts one receive loop per worker (each blocks in transport.recv(worker))
+// and a watchdog. All replies go through one mutex, so at most one thread
+// sends at a time, but a send to worker v can overlap a blocked recv from
+// worker v or w on another thread. The transport must therefore allow
+// concurrent operations on different peers, and a send concurrent with a
+// receive, from different threads; and an error on one peer must not poison
+// the others if failures are to be survived (see docs/parameter_server.md).
+//
+// Invariants. A request is validated entirely (header, key, length, codec,
+// frame) before any state changes; a rejected request leaves the parameters
+// as they were. A push is acknowledged only after the update that contains it
+// was applied, and each accepted push enters exactly one update.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <iostream>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "greenreduce/codec/concept.hpp"
+#include "greenreduce/codec/none.hpp"
+#include "greenreduce/core/buffer.hpp"
+#include "greenreduce/core/error.hpp"
+#include "greenreduce/core/rng.hpp"
+#include "greenreduce/ps/options.hpp"
+#include "greenreduce/ps/placement.hpp"
+#include "greenreduce/ps/protocol.hpp"
+#include "greenreduce/ps/update_rule.hpp"
+#include "greenreduce/transport/concept.hpp"
+
+namespace greenreduce::ps {
+
+/// What a server has done, for logs and tests.
+struct server_stats {
+  std::vector<std::uint64_t> pushes_applied;  ///< per worker: pushes that entered an update
+  std::uint64_t updates = 0;                  ///< update-rule calls
+  std::uint64_t rejected = 0;                 ///< requests answered with an error
+  std::uint32_t max_staleness = 0;            ///< largest (clock - slowest clock) at a release
+  std::vector<int> dropped;                   ///< worker indices dropped, in order
+};
+
+/// Receives a line for every event worth logging (a worker dropped, a step failed).
+using log_fn = std::function<void(std::string_view)>;
+
+template <transport::transport Transport, codec::codec PushCodec = codec::none,
+          codec::codec PullCodec = codec::none>
+class server {
+  using clock = std::chrono::steady_clock;
+
+ public:
+  /// The server of rank `t.rank()` (must be < r.servers). Every rank passes
+  /// the same keys, roles and options. Parameters start at zero; see init().
+  server(Transport& t, roles r, std::vector<key_spec> keys, update_rule rule, ps_options opt = {},
+         PushCodec push_codec = PushCodec(), PullCodec pull_codec = PullCodec(), log_fn logger = {})
+      : t_(t),
+        roles_(r),
+        keys_(std::move(keys)),
+        place_(place(keys_, r.servers)),
+        rule_(std::move(rule)),
+        opt_(opt),
+        push_codec_(std::move(push_codec)),
+        pull_codec_(std::move(pull_codec)),
+        log_(std::move(logger)),
+        index_(t.rank()),
+        rng_(0x70735f73657276ULL, static_cast<std::uint64_t>(t.rank())) {
+    if (r.size != t.size())
+      throw config_error(detail::str("ps server: roles describe ", r.size,
+                                     " ranks but the transport has ", t.size()));
+    if (!r.is_server(index_))
+      throw config_error(detail::str("ps server: rank ", index_,
+                                     " is not a server (servers are ranks [0, ", r.servers, "))"));
+    if (!rule_.apply) throw config_error("ps server: the update rule has no callable");
+    if (opt_.timeout.count() <= 0)
+      throw config_error(
+          detail::str("ps server: timeout must be positive, got ", opt_.timeout.count(), " ms"));
+    const auto W = static_cast<std::size_t>(r.workers());
+    slot_.assign(keys_.size(), npos);
+    for (std::size_t k : place_.keys_of[static_cast<std::size_t>(index_)]) {
+      slot_[k] = ks_.size();
+      key_state s;
+      s.id = k;
+      s.params.assign(keys_[k].length, 0.0F);
+      s.state.assign(keys_[k].length * rule_.state_per_element, 0.0F);
+      s.pushed.assign(W, 0);
+      s.clock.assign(W, 0);
+      max_len_ = std::max(max_len_, keys_[k].length);
+      ks_.push_back(std::move(s));
+    }
+    workers_.assign(W, worker_state{});
+    stats_.pushes_applied.assign(W, 0);
+  }
+
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+  ~server() { stop_threads(); }
+
+  /// Sets the initial parameters of `name` (before run()).
+  void init(std::string_view name, std::span<const float> values) {
+    const std::size_t k = key_id(name);
+    if (slot_[k] == npos)
+      throw config_error(detail::str("ps server ", index_, ": key '", name, "' belongs to server ",
+                                     place_.owner[k]));
+    if (values.size() != keys_[k].length)
+      throw config_error(detail::str("ps server: init of key '", name, "' with ", values.size(),
+                                     " values, the key has ", keys_[k].length));
+    std::lock_guard lock(mu_);
+    auto& s = ks_[slot_[k]];
+    std::copy(values.begin(), values.end(), s.params.begin());
+  }
+
+  /// Serves until every worker said bye or was dropped, then joins its threads.
+  /// A dropped worker's receive loop ends when its connection closes or it
+  /// sends again; run() waits for that (docs/parameter_server.md, "Failures").
+  void run() {
+    {
+      std::lock_guard lock(mu_);
+      const auto now = clock::now();
+      for (auto& w : workers_) w.last_seen = now;
+      running_ = true;
+    }
+    const int W = roles_.workers();
+    for (int w = 0; w < W; ++w) threads_.emplace_back([this, w] { receive_loop(w); });
+    watchdog_ = std::thread([this] { watchdog_loop(); });
+    {
+      std::unique_lock lock(mu_);
+      done_cv_.wait(lock, [&] { return active_workers() == 0; });
+      running_ = false;
+    }
+    done_cv_.notify_all();
+    stop_threads();
+  }
+
+  /// A copy of the current parameters of `name`.
+  std::vector<float> params(std::string_view name) const {
+    const std::size_t k = key_id(name);
+    if (slot_[k] == npos)
+      throw config_error(detail::str("ps server ", index_, ": key '", name, "' belongs to server ",
+                                     place_.owner[k]));
+    std::lock_guard lock(mu_);
+    return ks_[slot_[k]].params;
+  }
+
+  /// Batch shares proportional to measured throughput (see shares_locked()).
+  std::vector<double> shares() const {
+    std::lock_guard lock(mu_);
+    return shares_locked();
+  }
+
+  server_stats stats() const {
+    std::lock_guard lock(mu_);
+    return stats_;
+  }
+
+  const placement& layout() const noexcept { return place_; }
+  const ps_options& options() const noexcept { return opt_; }
+
+ private:
+  static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+
+  std::size_t receive_bound() const {
+    return request_header_bytes + push_codec_.max_encoded_bytes(max_len_);
+  }
+
+  struct key_state {
+    std::size_t id = 0;
+    std::vector<float> params, state;
+    aligned_vector<float> agg;  // sync: sum of this step's gradients
+    std::uint64_t step = 0;     // updates applied (sync: completed steps)
+    std::vector<char> pushed;   // sync: who pushed this step
+    std::size_t pushed_count = 0;
+    std::vector<std::uint64_t> clock;                    // async/SSP: pushes applied per worker
+    std::vector<std::pair<int, std::uint64_t>> waiting;  // (worker, its clock) awaiting a reply
+  };
+  struct worker_state {
+    bool live = true;        // not dropped
+    bool left = false;       // said bye
+    bool in_flight = false;  // a request of it is unanswered
+    clock::time_point last_seen{};
+    double rate = 0;  // samples/s, exponential moving average
+  };
+  struct outgoing {
+    int worker;
+    byte_buffer bytes;
+  };
+
+  // ------------------------------------------------------------ threads
+  void stop_threads() {
+    {
+      std::lock_guard lock(mu_);
+      running_ = false;
+    }
+    done_cv_.notify_all();
+    if (watchdog_.joinable()) watchdog_.join();
+    for (auto& th : threads_)
+      if (th.joinable()) th.join();
+    threads_.clear();
+  }
+
+  void receive_loop(int w) {
+    const int peer = roles_.worker_rank(w);
+    byte_buffer buf(receive_bound());
+    aligned_vector<float> scratch(max_len_);
+    for (;;) {
+      std::size_t n = 0;
+      try {
+        n = t_.recv(peer, buf);
+      } catch (const std::exception& e) {
+        std::vector<outgoing> out;
+        {
+          std::lock_guard lock(mu_);
+          if (workers_[static_cast<std::size_t>(w)].live &&
+              !workers_[static_cast<std::size_t>(w)].left)
+            drop_locked(w, detail::str("its connection failed: ", e.what()), out);
+        }
+        send_all(out);
+        return;
+      }
+      if (!handle(w, std::span<const std::byte>(buf.data(), n), scratch)) return;
+    }
+  }
+
+  void watchdog_loop() {
+    const auto tick = std::max(std::chrono::milliseconds(1), opt_.timeout / 8);
+    std::unique_lock lock(mu_);
+    while (running_) {
+      done_cv_.wait_for(lock, tick);
+      if (!running_) break;
+      const auto now = clock::now();
+      std::vector<outgoing> out;
+      for (int w = 0; w < roles_.workers(); ++w) {
+        auto& ws = workers_[static_cast<std::size_t>(w)];
+        if (!ws.live || ws.left || ws.in_flight) continue;
+        const auto silent =
+            std::chrono::duration_cast<std::chrono::milliseconds>(now - ws.last_seen);
+        if (silent > opt_.timeout)
+          drop_locked(w,
+                      detail::str("it sent nothing for ", silent.count(), " ms (timeout ",
+                                  opt_.timeout.count(), " ms)"),
+                      out);
+      }
+      if (!out.empty()) {
+        lock.unlock();
+        send_all(out);
+        lock.lock();
+      }
+    }
+  }
+
+  // ------------------------------------------------------------ requests
+  /// Handles one message of worker w; false when its receive loop should end.
+  bool handle(int w, std::span<const std::byte> msg, std::span<float> scratch) {
+    std::vector<outgoing> out;
+    request_header h;
+    try {
+      h = parse_request(msg).header;
+    } catch (const decode_error& e) {
+      std::lock_guard lock(mu_);
+      touch_locked(w);
+      reject_locked(w, request_kind::push, 0, reply_status::bad_request,
+                    detail::str("server ", index_, " rejected a malformed request from worker ", w,
+                                ": ", e.what(), "; server state unchanged"),
+                    out);
+    }
+    if (!out.empty()) {
+      send_all(out);
+      return true;
+    }
+    if (h.kind == request_kind::bye) {
+      {
+        std::lock_guard lock(mu_);
+        leave_locked(w, out);
+      }
+      send_all(out);
+      return false;
+    }
+    const auto payload = msg.subspan(request_header_bytes);
+    std::optional<std::pair<reply_status, std::string>> bad = validate(w, h, payload, scratch);
+    {
+      std::lock_guard lock(mu_);
+      touch_locked(w);
+      auto& ws = workers_[static_cast<std::size_t>(w)];
+      if (bad) {
+        reject_locked(w, h.kind, h.key, bad->first, std::move(bad->second), out);
+      } else if (!ws.live) {
+        reject_locked(w, h.kind, h.key, reply_status::peer_failed,
+                      detail::str("server ", index_, " dropped worker ", w, " earlier (",
+                                  ws_reason(w), "); its requests are refused"),
+                      out);
+      } else if (failed_ && h.kind != request_kind::pull) {
+        reject_locked(w, h.kind, h.key, reply_status::peer_failed, failure_, out);
+      } else if (h.kind == request_kind::push) {
+        push_locked(w, h, scratch, out);
+      } else if (h.kind == request_kind::pull) {
+        pull_locked(w, h, out);
+      } else if (h.kind == request_kind::hello) {
+        ok_locked(w, request_kind::hello, 0, 0, {}, out, receive_bound());
+      } else {
+        shares_reply_locked(w, out);
+      }
+    }
+    send_all(out);
+    return true;
+  }
+
+  /// Checks key, length, codec and decodes the frame into scratch; nothing
+  /// shared is touched, so no lock is needed (keys and codecs are immutable).
+  std::optional<std::pair<reply_status, std::string>> validate(int w, const request_header& h,
+                                                               std::span<const std::byte> payload,
+                                                               std::span<float> scratch) const {
+    const auto what = [&] {
+      return detail::str(to_string(h.kind), " from worker ", w, " to server ", index_);
+    };
+    if (h.kind == request_kind::shares || h.kind == request_kind::hello) return std::nullopt;
+    if (h.key >= keys_.size() || slot_[h.key] == npos)
+      return {{reply_status::unknown_key,
+               h.key >= keys_.size()
+                   ? detail::str(what(), ": key id ", h.key, " is unknown (", keys_.size(),
+                                 " keys); server parameters unchanged")
+                   : detail::str(what(), ": key '", keys_[h.key].name, "' (id ", h.key,
+                                 ") belongs to server ", place_.owner[h.key],
+                                 "; server parameters unchanged")}};
+    const auto& key = keys_[h.key];
+    if (h.length != key.length)
+      return {{reply_status::wrong_length, detail::str(what(), ": key '", key.name, "' has ",
+                                                       key.length, " elements, the request says ",
+                                                       h.length, "; server parameters unchanged")}};
+    if (h.kind == request_kind::pull) {
+      if (h.codec_hash != codec::none{}.config_hash() && h.codec_hash != pull_codec_.config_hash())
+        return {{reply_status::wrong_codec,
+                 detail::str(what(), ": key '", key.name, "' asks for codec hash 0x", std::hex,
+                             h.codec_hash, ", this server sends none or ", pull_codec_.name(),
+                             " (0x", pull_codec_.config_hash(), ")")}};
+      return std::nullopt;
+    }
+    if (h.codec_hash != push_codec_.config_hash())
+      return {{reply_status::wrong_codec,
+               detail::str(what(), ": key '", key.name, "' was encoded with codec hash 0x",
+                           std::hex, h.codec_hash, ", this server decodes ", push_codec_.name(),
+                           " (0x", push_codec_.config_hash(), "); server parameters unchanged")}};
+    try {
+      push_codec_.decode(payload, scratch.first(key.length));
+    } catch (const std::exception& e) {
+      return {{reply_status::bad_request, detail::str(what(), ": key '", key.name, "': ", e.what(),
+                                                      "; server parameters unchanged")}};
+    }
+    for (std::size_t i = 0; i < key.length; ++i)
+      if (!std::isfinite(scratch[i]))
+        return {{reply_status::bad_request,
+                 detail::str(what(), ": key '", key.name, "' element ", i, " decodes to ",
+                             scratch[i], "; server parameters unchanged")}};
+    return std::nullopt;
+  }
+
+  void push_locked(int w, const request_header& h, std::span<const float> grad,
+                   std::vector<outgoing>& out) {
+    auto& s = ks_[slot_[h.key]];
+    const auto& key = keys_[h.key];
+    const auto W = static_cast<std::size_t>(w);
+    note_rate_locked(w, h);
+    if (opt_.mode.mode == consistency::kind::sync) {
+      if (h.step != s.step || s.pushed[W]) {
+        reject_locked(w, h.kind, h.key, reply_status::out_of_step,
+                      detail::str("push from worker ", w, " of key '", key.name, "' for step ",
+                                  h.step, s.pushed[W] ? " repeats a push of" : " but the key is at",
+                                  " step ", s.step, "; server parameters unchanged"),
+                      out);
+        return;
+      }
+      if (s.agg.size() != key.length) s.agg.assign(key.length, 0.0F);
+      for (std::size_t i = 0; i < key.length; ++i) s.agg[i] += grad[i];
+      s.pushed[W] = 1;
+      ++s.pushed_count;
+      s.waiting.emplace_back(w, h.step);
+      maybe_complete_locked(s, out);
+      return;
+    }
+    if (h.step != s.clock[W]) {
+      reject_locked(
+          w, h.kind, h.key, reply_status::out_of_step,
+          detail::str("push from worker ", w, " of key '", key.name, "' for step ", h.step,
+                      " but its next step is ", s.clock[W], "; server parameters unchanged"),
+          out);
+      return;
+    }
+    update_context ctx{h.key, key.name, s.step, w, 1};
+    apply_locked(s, ctx, grad);
+    ++stats_.pushes_applied[W];
+    ++s.clock[W];
+    s.waiting.emplace_back(w, s.clock[W]);
+    release_locked(s, out);
+  }
+
+  /// Sync: applies the mean once every active worker pushed this step.
+  void maybe_complete_locked(key_state& s, std::vector<outgoing>& out) {
+    if (s.pushed_count == 0) return;
+    for (int v = 0; v < roles_.workers(); ++v)
+      if (active(v) && !s.pushed[static_cast<std::size_t>(v)]) return;
+    const auto& key = keys_[s.id];
+    const float inv = 1.0F / static_cast<float>(s.pushed_count);
+    for (auto& g : s.agg) g *= inv;
+    update_context ctx{s.id, key.name, s.step, -1, s.pushed_count};
+    apply_locked(s, ctx, s.agg);
+    for (auto [v, st] : s.waiting) {
+      (void)st;
+      ++stats_.pushes_applied[static_cast<std::size_t>(v)];
+      ok_locked(v, request_kind::push, s.id, s.step, {}, out);
+    }
+    s.waiting.clear();
+    std::fill(s.pushed.begin(), s.pushed.end(), 0);
+    s.pushed_count = 0;
+    std::fill(s.agg.begin(), s.agg.end(), 0.0F);
+  }
+
+  /// Async/SSP: replies to every waiting push whose worker is within the bound.
+  void release_locked(key_state& s, std::vector<outgoing>& out) {
+    std::uint64_t slowest = UINT64_MAX;
+    for (int v = 0; v < roles_.workers(); ++v)
+      if (active(v)) slowest = std::min(slowest, s.clock[static_cast<std::size_t>(v)]);
+    const bool bounded = opt_.mode.mode == consistency::kind::bounded_staleness;
+    std::erase_if(s.waiting, [&](const std::pair<int, std::uint64_t>& p) {
+      const auto [v, c] = p;
+      if (bounded && slowest != UINT64_MAX && c > slowest + opt_.mode.staleness) return false;
+      if (bounded && slowest != UINT64_MAX)
+        stats_.max_staleness =
+            std::max(stats_.max_staleness, static_cast<std::uint32_t>(c - std::min(c, slowest)));
+      ok_locked(v, request_kind::push, s.id, s.step, {}, out);
+      return true;
+    });
+  }
+
+  void apply_locked(key_state& s, const update_context& ctx, std::span<const float> grad) {
+    rule_.apply(ctx, s.params, grad, s.state);
+    ++s.step;
+    ++stats_.updates;
+  }
+
+  void pull_locked(int w, const request_header& h, std::vector<outgoing>& out) {
+    auto& s = ks_[slot_[h.key]];
+    const bool plain = h.codec_hash == codec::none{}.config_hash();
+    const std::size_t cap = plain ? codec::none{}.max_encoded_bytes(s.params.size())
+                                  : pull_codec_.max_encoded_bytes(s.params.size());
+    byte_buffer bytes(reply_header_bytes + cap);
+    const auto body = std::span<std::byte>(bytes).subspan(reply_header_bytes);
+    std::size_t len = 0;
+    try {
+      len = plain ? codec::none{}.encode(s.params, body, rng_)
+                  : pull_codec_.encode(s.params, body, rng_);
+    } catch (const std::exception& e) {
+      reject_locked(w, h.kind, h.key, reply_status::bad_request,
+                    detail::str("server ", index_, " could not encode key '", keys_[h.key].name,
+                                "': ", e.what()),
+                    out);
+      return;
+    }
+    bytes.resize(reply_header_bytes + len);
+    reply_header r;
+    r.kind = request_kind::pull;
+    r.key = static_cast<std::uint32_t>(h.key);
+    r.step = s.step;
+    r.length = s.params.size();
+    r.payload_bytes = len;
+    write_reply(bytes, r);
+    answered_locked(w);
+    out.push_back({w, std::move(bytes)});
+  }
+
+  void shares_reply_locked(int w, std::vector<outgoing>& out) {
+    const auto sh = shares_locked();
+    std::vector<std::byte> payload(sh.size() * 8);
+    for (std::size_t i = 0; i < sh.size(); ++i) {
+      std::uint64_t bits;
+      std::memcpy(&bits, &sh[i], 8);
+      store_le<std::uint64_t>(payload.data() + 8 * i, bits);
+    }
+    ok_locked(w, request_kind::shares, 0, 0, payload, out, sh.size());
+  }
+
+  /// Shares of the active workers, proportional to their measured samples/s;
+  /// a worker not yet measured counts at the mean of those measured (all
+  /// equal when none is). Dropped and departed workers get 0.
+  std::vector<double> shares_locked() const {
+    const auto W = static_cast<std::size_t>(roles_.workers());
+    std::vector<double> sh(W, 0.0);
+    double sum = 0;
+    std::size_t measured = 0, act = 0;
+    for (std::size_t v = 0; v < W; ++v)
+      if (active(static_cast<int>(v))) {
+        ++act;
+        if (workers_[v].rate > 0) {
+          sum += workers_[v].rate;
+          ++measured;
+        }
+      }
+    if (act == 0) return sh;
+    const double fill = measured == 0 ? 1.0 : sum / static_cast<double>(measured);
+    double total = 0;
+    for (std::size_t v = 0; v < W; ++v)
+      if (active(static_cast<int>(v))) {
+        sh[v] = workers_[v].rate > 0 ? workers_[v].rate : fill;
+        total += sh[v];
+      }
+    for (auto& x : sh) x /= total;
+    return sh;
+  }
+
+  void note_rate_locked(int w, const request_header& h) {
+    if (h.samples == 0 || h.compute_ns == 0) return;
+    const double r = static_cast<double>(h.samples) * 1e9 / static_cast<double>(h.compute_ns);
+    auto& rate = workers_[static_cast<std::size_t>(w)].rate;
+    rate = rate == 0 ? r : 0.7 * rate + 0.3 * r;
+  }
+
+  // ------------------------------------------------------------ workers coming and going
+  bool active(int v) const {
+    const auto& ws = workers_[static_cast<std::size_t>(v)];
+    return ws.live && !ws.left;
+  }
+  std::size_t active_workers() const {
+    std::size_t n = 0;
+    for (int v = 0; v < roles_.workers(); ++v) n += active(v) ? 1 : 0;
+    return n;
+  }
+
+  void touch_locked(int w) {
+    auto& ws = workers_[static_cast<std::size_t>(w)];
+    ws.last_seen = clock::now();
+    ws.in_flight = true;
+  }
+  void answered_locked(int w) {
+    auto& ws = workers_[static_cast<std::size_t>(w)];
+    ws.last_seen = clock::now();
+    ws.in_flight = false;
+  }
+
+  std::string ws_reason(int w) const {
+    for (const auto& [v, why] : drop_reasons_)
+      if (v == w) return why;
+    return "no reason recorded";
+  }
+
+  /// Worker w is gone for good (died, silent, or its connection failed).
+  void drop_locked(int w, std::string why, std::vector<outgoing>& out) {
+    auto& ws = workers_[static_cast<std::size_t>(w)];
+    if (!ws.live) return;
+    ws.live = false;
+    ws.in_flight = false;
+    stats_.dropped.push_back(w);
+    drop_reasons_.emplace_back(w, why);
+    log(detail::str("worker ", w, " (rank ", roles_.worker_rank(w), ") dropped: ", why));
+    for (auto& s : ks_) std::erase_if(s.waiting, [w](const auto& p) { return p.first == w; });
+    if (opt_.mode.mode == consistency::kind::sync) {
+      failed_ = true;
+      failure_ = detail::str("server ", index_, ": sync step cannot complete: worker ", w,
+                             " (rank ", roles_.worker_rank(w), ") ", why);
+      for (auto& s : ks_) {
+        for (auto [v, st] : s.waiting) {
+          (void)st;
+          reject_locked(v, request_kind::push, s.id, reply_status::peer_failed, failure_, out);
+        }
+        s.waiting.clear();
+        std::fill(s.pushed.begin(), s.pushed.end(), 0);
+        s.pushed_count = 0;
+        std::fill(s.agg.begin(), s.agg.end(), 0.0F);
+      }
+    } else {
+      for (auto& s : ks_) release_locked(s, out);
+    }
+    done_cv_.notify_all();
+  }
+
+  /// Worker w said bye: the remaining workers carry on without it.
+  void leave_locked(int w, std::vector<outgoing>& out) {
+    auto& ws = workers_[static_cast<std::size_t>(w)];
+    ws.left = true;
+    ws.in_flight = false;
+    for (auto& s : ks_) {
+      std::erase_if(s.waiting, [w](const auto& p) { return p.first == w; });
+      if (opt_.mode.mode == consistency::kind::sync && !failed_) {
+        // A push it made this step stays in the aggregate (it cannot have been
+        // waiting: a worker's push blocks until its step completes).
+        maybe_complete_locked(s, out);
+      } else if (opt_.mode.mode != consistency::kind::sync) {
+        release_locked(s, out);
+      }
+    }
+    done_cv_.notify_all();
+  }
+
+  // ------------------------------------------------------------ replies
+  void ok_locked(int w, request_kind kind, std::size_t key, std::uint64_t step,
+                 std::span<const std::byte> payload, std::vector<outgoing>& out,
+                 std::uint64_t length = 0) {
+    byte_buffer bytes(reply_header_bytes + payload.size());
+    reply_header r;
+    r.kind = kind;
+    r.key = static_cast<std::uint32_t>(key);
+    r.step = step;
+    r.length = length;
+    r.payload_bytes = payload.size();
+    write_reply(bytes, r);
+    if (!payload.empty())
+      std::memcpy(bytes.data() + reply_header_bytes, payload.data(), payload.size());
+    answered_locked(w);
+    out.push_back({w, std::move(bytes)});
+  }
+
+  void reject_locked(int w, request_kind kind, std::size_t key, reply_status status,
+                     std::string text, std::vector<outgoing>& out) {
+    if (text.size() > max_error_text) text.resize(max_error_text);
+    ++stats_.rejected;
+    byte_buffer bytes(reply_header_bytes + text.size());
+    reply_header r;
+    r.kind = kind == request_kind::bye ? request_kind::push : kind;
+    r.status = status;
+    r.key = static_cast<std::uint32_t>(key);
+    r.payload_bytes = text.size();
+    write_reply(bytes, r);
+    std::memcpy(bytes.data() + reply_header_bytes, text.data(), text.size());
+    answered_locked(w);
+    out.push_back({w, std::move(bytes)});
+  }
+
+  /// Sends the replies collected under the state lock, one sender at a time.
+  void send_all(std::vector<outgoing>& out) {
+    for (auto& o : out) {
+      try {
+        std::lock_guard lock(send_mu_);
+        t_.send(roles_.worker_rank(o.worker), o.bytes);
+      } catch (const std::exception& e) {
+        std::vector<outgoing> more;
+        {
+          std::lock_guard lock(mu_);
+          drop_locked(o.worker, detail::str("a reply to it failed: ", e.what()), more);
+        }
+        send_all(more);
+      }
+    }
+    out.clear();
+  }
+
+  void log(const std::string& line) const {
+    const std::string full = detail::str("[greenreduce ps server ", index_, "] ", line);
+    if (log_)
+      log_(full);
+    else
+      std::cerr << full << '\n';
+  }
+
+  std::size_t key_id(std::string_view name) const {
+    for (std::size_t k = 0; k < keys_.size(); ++k)
+      if (keys_[k].name == name) return k;
+    throw config_error(detail::str("ps server: unknown key '", name, "'"));
+  }
+
+  Transport& t_;
+  roles roles_;
+  std::vector<key_spec> keys_;
+  placement place_;
+  update_rule rule_;
+  ps_options opt_;
+  PushCodec push_codec_;
+  PullCodec pull_codec_;
+  log_fn log_;
+  int index_;
+  rng rng_;
+  std::size_t max_len_ = 0;
+  std::vector<std::size_t> slot_;  // key id -> index into ks_, npos when not ours
+
+  mutable std::mutex mu_;  // guards everything below
+  std::condition_variable done_cv_;
+  std::vector<key_state> ks_;
+  std::vector<worker_state> workers_;
+  std::vector<std::pair<int, std::string>> drop_reasons_;
+  server_stats stats_;
+  bool running_ = false;
+  bool failed_ = false;
+  std::string failure_;
+
+  std::mutex send_mu_;
+  std::vector<std::thread> threads_;
+  std::thread watchdog_;
+};
+
+}  // namespace greenreduce::ps

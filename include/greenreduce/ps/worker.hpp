@@ -1,0 +1,384 @@
+// greenreduce/ps/worker.hpp — the worker side of the parameter server.
+//
+// A worker pushes gradients of named keys to the server that owns each key
+// (ps/placement.hpp) and pulls parameters back. Pushes are encoded with any
+// codec; with error feedback on, the worker keeps one residual per key
+// (Seide et al. 2014; Karimireddy et al. 2019: e = g + r, send C(e),
+// r = e - decode(C(e))) and commits the new residual only when the server
+// acknowledged the push, so a refused push loses nothing. Pulls come back as
+// plain fp32 or, with encoded_pull, encoded by the server with PullCodec.
+//
+// Every push and pull returns a report: op "push"/"pull", algo "ps", the wire
+// bytes of this rank's transport during the call, raw_bytes = 4n, the wall
+// time and the codec work. A worker uses its transport from one thread (the
+// caller's) and has at most one request in flight.
+//
+// Blocking: in sync mode a push returns once every live worker pushed that key
+// for that step and the update was applied, so workers must push keys in the
+// same order; in SSP a push returns once the worker is within the staleness
+// bound. Errors name the key: config_error (unknown key, wrong gradient size),
+// mismatch_error (the server disagrees on length, codec or step),
+// decode_error (a malformed exchange), peer_error (a worker died in sync mode,
+// or this worker was dropped).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "greenreduce/codec/concept.hpp"
+#include "greenreduce/codec/none.hpp"
+#include "greenreduce/core/buffer.hpp"
+#include "greenreduce/core/error.hpp"
+#include "greenreduce/core/report.hpp"
+#include "greenreduce/core/rng.hpp"
+#include "greenreduce/ps/options.hpp"
+#include "greenreduce/ps/placement.hpp"
+#include "greenreduce/ps/protocol.hpp"
+#include "greenreduce/transport/concept.hpp"
+
+namespace greenreduce::ps {
+
+struct worker_options {
+  /// Keep a residual per key (ignored for codec::none, which is exact).
+  bool error_feedback = true;
+  /// Ask servers to send parameters encoded with PullCodec instead of fp32.
+  bool encoded_pull = false;
+  /// Seed of the push codec's rng (stream = worker rank).
+  std::uint64_t seed = 0x67726565ULL;
+};
+
+template <transport::transport Transport, codec::codec Codec = codec::none,
+          codec::codec PullCodec = codec::none>
+class worker {
+  using clock = std::chrono::steady_clock;
+  static constexpr bool exact_codec = std::is_same_v<Codec, codec::none>;
+
+ public:
+  worker(Transport& t, roles r, std::vector<key_spec> keys, worker_options opt = {},
+         Codec c = Codec(), PullCodec pc = PullCodec())
+      : t_(t),
+        roles_(r),
+        keys_(std::move(keys)),
+        place_(place(keys_, r.servers)),
+        opt_(opt),
+        codec_(std::move(c)),
+        pull_codec_(std::move(pc)),
+        rng_(opt.seed, static_cast<std::uint64_t>(t.rank())),
+        steps_(keys_.size(), 0),
+        bounds_(static_cast<std::size_t>(r.servers), 0),
+        outside_at_push_(keys_.size(), 0),
+        last_return_(clock::now()) {
+    if (r.size != t.size())
+      throw config_error(detail::str("ps worker: roles describe ", r.size,
+                                     " ranks but the transport has ", t.size()));
+    if (!r.is_worker(t.rank()))
+      throw config_error(detail::str("ps worker: rank ", t.rank(),
+                                     " is a server (servers are ranks [0, ", r.servers, "))"));
+    std::size_t max_len = 0;
+    for (const auto& k : keys_) max_len = std::max(max_len, k.length);
+    if (use_ef()) {
+      residual_.resize(keys_.size());
+      for (std::size_t k = 0; k < keys_.size(); ++k) residual_[k].assign(keys_[k].length, 0.0F);
+      ef_next_.resize(max_len);
+      ef_dec_.resize(max_len);
+    }
+    const std::size_t pull_cap =
+        std::max(codec::none{}.max_encoded_bytes(max_len), pull_codec_.max_encoded_bytes(max_len));
+    send_buf_.resize(request_header_bytes + codec_.max_encoded_bytes(max_len));
+    // Replies: a pull frame, the shares of every worker, or an error text.
+    recv_buf_.resize(
+        reply_header_bytes +
+        std::max({pull_cap, static_cast<std::size_t>(8 * r.workers()), max_error_text}));
+  }
+
+  worker(const worker&) = delete;
+  worker& operator=(const worker&) = delete;
+  /// Says bye to every server (errors ignored); see finish().
+  ~worker() {
+    try {
+      finish();
+    } catch (...) {
+    }
+  }
+
+  /// Pushes the gradient of `key` for this worker's next step of that key.
+  report push(std::string_view key, std::span<const float> grad) {
+    const auto t0 = enter();
+    const call_scope scope{this};
+    const std::size_t k = key_id(key, "push");
+    const auto& spec = keys_[k];
+    if (grad.size() != spec.length)
+      throw config_error(detail::str("push of key '", spec.name, "': the gradient has ",
+                                     grad.size(), " elements, the key has ", spec.length));
+    report rep = begin("push");
+    rep.codec = std::string(codec_.name());
+    rep.raw_bytes = 4 * static_cast<std::uint64_t>(spec.length);
+    // Encode (with the residual when error feedback is on) after the header.
+    const auto body = std::span<std::byte>(send_buf_).subspan(request_header_bytes);
+    std::size_t len = 0;
+    if (use_ef()) {
+      auto e = std::span<float>(ef_next_).first(spec.length);
+      const auto& r = residual_[k];
+      for (std::size_t i = 0; i < spec.length; ++i) e[i] = grad[i] + r[i];
+      len = codec_.encode(e, body, rng_);
+      auto d = std::span<float>(ef_dec_).first(spec.length);
+      codec_.decode(body.first(len), d);
+      for (std::size_t i = 0; i < spec.length; ++i) e[i] -= d[i];  // e is now the new residual
+      rep.memory_bytes += 24 * spec.length;
+      rep.compute_ops += 3 * spec.length;
+      add_work(rep, codec_.decode_work(spec.length));
+    } else {
+      len = codec_.encode(grad, body, rng_);
+    }
+    add_work(rep, codec_.encode_work(spec.length));
+    request_header h;
+    h.kind = request_kind::push;
+    h.key = static_cast<std::uint32_t>(k);
+    h.samples = samples_;
+    h.step = steps_[k];
+    h.length = spec.length;
+    h.codec_hash = codec_.config_hash();
+    h.compute_ns = steps_[k] == 0 ? 0 : outside_ns_ - outside_at_push_[k];
+    h.payload_bytes = len;
+    write_request(send_buf_, h);
+    const int owner = place_.owner[k];
+    if (request_header_bytes + len > bound_of(owner))
+      throw mismatch_error(detail::str(
+          "push of key '", spec.name, "': the request needs ", request_header_bytes + len,
+          " bytes but server rank ", roles_.server_rank(owner), " accepts at most ",
+          bound_of(owner), ", so its key table differs from this worker's (key '", spec.name,
+          "' has ", spec.length, " elements here); nothing was sent"));
+    outside_at_push_[k] = outside_ns_;
+    const auto reply =
+        exchange(k, std::span<const std::byte>(send_buf_).first(request_header_bytes + len),
+                 request_kind::push, spec.name);
+    (void)reply;
+    if (use_ef()) {
+      auto e = std::span<const float>(ef_next_).first(spec.length);
+      std::copy(e.begin(), e.end(), residual_[k].begin());
+    }
+    ++steps_[k];
+    return finish_report(rep, t0);
+  }
+
+  /// Pulls the parameters of `key` into `params` (plain or encoded, see worker_options).
+  report pull(std::string_view key, std::span<float> params) {
+    const auto t0 = enter();
+    const call_scope scope{this};
+    const std::size_t k = key_id(key, "pull");
+    const auto& spec = keys_[k];
+    if (params.size() != spec.length)
+      throw config_error(detail::str("pull of key '", spec.name, "': the output has ",
+                                     params.size(), " elements, the key has ", spec.length));
+    report rep = begin("pull");
+    rep.raw_bytes = 4 * static_cast<std::uint64_t>(spec.length);
+    request_header h;
+    h.kind = request_kind::pull;
+    h.key = static_cast<std::uint32_t>(k);
+    h.length = spec.length;
+    h.codec_hash = opt_.encoded_pull ? pull_codec_.config_hash() : codec::none{}.config_hash();
+    write_request(send_buf_, h);
+    const auto reply =
+        exchange(k, std::span<const std::byte>(send_buf_).first(request_header_bytes),
+                 request_kind::pull, spec.name);
+    if (reply.header.length != spec.length)
+      throw decode_error(detail::str("pull of key '", spec.name, "': the reply declares ",
+                                     reply.header.length, " elements, the key has ", spec.length));
+    try {
+      if (opt_.encoded_pull) {
+        rep.codec = std::string(pull_codec_.name());
+        pull_codec_.decode(reply.payload, params);
+        add_work(rep, pull_codec_.decode_work(spec.length));
+      } else {
+        rep.codec = "none";
+        codec::none{}.decode(reply.payload, params);
+        add_work(rep, codec::none{}.decode_work(spec.length));
+      }
+    } catch (const decode_error& e) {
+      throw decode_error(detail::str("pull of key '", spec.name, "': ", e.what()));
+    }
+    return finish_report(rep, t0);
+  }
+
+  /// Batch shares per worker index (sum 1), measured by the server that owns
+  /// the largest key. Scale your global batch by shares()[my_index()].
+  std::vector<double> shares() {
+    enter();
+    const call_scope scope{this};
+    request_header h;
+    h.kind = request_kind::shares;
+    write_request(send_buf_, h);
+    const auto reply = exchange_with(
+        largest_owner(), std::span<const std::byte>(send_buf_).first(request_header_bytes),
+        request_kind::shares, "(shares)");
+    const auto W = static_cast<std::size_t>(roles_.workers());
+    if (reply.header.length != W || reply.payload.size() != 8 * W)
+      throw decode_error(detail::str("shares reply carries ", reply.header.length, " values in ",
+                                     reply.payload.size(), " bytes, expected ", W, " in ", 8 * W));
+    std::vector<double> sh(W);
+    for (std::size_t i = 0; i < W; ++i) {
+      const auto bits = load_le<std::uint64_t>(reply.payload.data() + 8 * i);
+      std::memcpy(&sh[i], &bits, 8);
+    }
+    return sh;
+  }
+
+  /// Samples this worker processes per step, reported with each push so the
+  /// servers can measure its throughput (default 1: steps per second).
+  void set_samples(std::uint32_t n) noexcept { samples_ = n; }
+
+  /// Tells every server this worker is done. Idempotent; later pushes/pulls fail.
+  void finish() {
+    if (finished_) return;
+    finished_ = true;
+    if (broken_) return;
+    request_header h;
+    h.kind = request_kind::bye;
+    write_request(send_buf_, h);
+    for (int s = 0; s < roles_.servers; ++s)
+      t_.send(roles_.server_rank(s),
+              std::span<const std::byte>(send_buf_).first(request_header_bytes));
+  }
+
+  /// This worker's index among the workers.
+  int index() const noexcept { return roles_.worker_index(t_.rank()); }
+  /// Pushes of `key` acknowledged so far (the step of the next push).
+  std::uint64_t step(std::string_view key) const { return steps_[key_id(key, "step")]; }
+  const placement& layout() const noexcept { return place_; }
+
+ private:
+  bool use_ef() const noexcept { return !exact_codec && opt_.error_feedback; }
+
+  /// Marks the end of a library call (normal or by exception) for the
+  /// compute-time measurement.
+  struct call_scope {
+    worker* self;
+    ~call_scope() { self->last_return_ = clock::now(); }
+  };
+
+  clock::time_point enter() {
+    if (finished_) throw config_error("ps worker: finish() was called; build a new worker");
+    if (broken_)
+      throw peer_error(detail::str("ps worker rank ", t_.rank(),
+                                   " is unusable after an earlier transport error: ", broken_why_));
+    const auto now = clock::now();
+    outside_ns_ += static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now - last_return_).count());
+    return now;
+  }
+
+  report begin(std::string op) {
+    report r;
+    r.op = std::move(op);
+    r.algo = "ps";
+    r.bytes_sent = t_.bytes_sent();
+    r.bytes_received = t_.bytes_received();
+    return r;
+  }
+  report finish_report(report& r, clock::time_point t0) {
+    r.bytes_sent = t_.bytes_sent() - r.bytes_sent;
+    r.bytes_received = t_.bytes_received() - r.bytes_received;
+    r.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    return r;
+  }
+  static void add_work(report& r, const codec::work& w) {
+    r.memory_bytes += w.memory_bytes;
+    r.compute_ops += w.ops;
+  }
+
+  /// The largest request server s accepts, asked once with a hello.
+  std::uint64_t bound_of(int s) {
+    auto& b = bounds_[static_cast<std::size_t>(s)];
+    if (b == 0) {
+      request_header h;
+      h.kind = request_kind::hello;
+      byte_buffer req(request_header_bytes);
+      write_request(req, h);
+      b = exchange_with(s, req, request_kind::hello, "(hello)").header.length;
+    }
+    return b;
+  }
+
+  int largest_owner() const {
+    std::size_t best = 0;
+    for (std::size_t k = 1; k < keys_.size(); ++k)
+      if (keys_[k].length > keys_[best].length) best = k;
+    return keys_.empty() ? 0 : place_.owner[best];
+  }
+
+  message_view<reply_header> exchange(std::size_t k, std::span<const std::byte> req,
+                                      request_kind kind, std::string_view name) {
+    return exchange_with(place_.owner[k], req, kind, name);
+  }
+
+  /// Sends one request to server `s` and receives its reply; turns an error
+  /// reply into the matching exception, prefixed with the key's name.
+  message_view<reply_header> exchange_with(int s, std::span<const std::byte> req, request_kind kind,
+                                           std::string_view name) {
+    const int peer = roles_.server_rank(s);
+    std::size_t n = 0;
+    try {
+      t_.send(peer, req);
+      n = t_.recv(peer, recv_buf_);
+    } catch (const std::exception& e) {
+      broken_ = true;
+      broken_why_ = e.what();
+      throw;
+    }
+    message_view<reply_header> v;
+    try {
+      v = parse_reply(std::span<const std::byte>(recv_buf_).first(n));
+    } catch (const decode_error& e) {
+      throw decode_error(detail::str(to_string(kind), " of key '", name, "': server rank ", peer,
+                                     " sent a malformed reply: ", e.what()));
+    }
+    if (v.header.status != reply_status::ok) {
+      const std::string_view text(reinterpret_cast<const char*>(v.payload.data()),
+                                  v.payload.size());
+      throw_reply_error(v.header.status,
+                        detail::str(to_string(kind), " of key '", name, "' refused by server rank ",
+                                    peer, ": ", text));
+    }
+    if (v.header.kind != kind)
+      throw decode_error(detail::str(to_string(kind), " of key '", name, "': server rank ", peer,
+                                     " answered a ", to_string(v.header.kind), " request"));
+    return v;
+  }
+
+  std::size_t key_id(std::string_view name, std::string_view op) const {
+    for (std::size_t k = 0; k < keys_.size(); ++k)
+      if (keys_[k].name == name) return k;
+    throw config_error(
+        detail::str(op, " of key '", name, "': no such key (", keys_.size(), " keys declared)"));
+  }
+
+  Transport& t_;
+  roles roles_;
+  std::vector<key_spec> keys_;
+  placement place_;
+  worker_options opt_;
+  Codec codec_;
+  PullCodec pull_codec_;
+  rng rng_;
+  std::vector<std::uint64_t> steps_;
+  std::vector<std::uint64_t> bounds_;  // per server: its receive bound (0: not asked yet)
+  std::vector<std::vector<float>> residual_;
+  aligned_vector<float> ef_next_, ef_dec_;
+  byte_buffer send_buf_, recv_buf_;
+  std::uint32_t samples_ = 1;
+  std::uint64_t outside_ns_ = 0;
+  std::vector<std::uint64_t> outside_at_push_;
+  clock::time_point last_return_;
+  bool finished_ = false;
+  bool broken_ = false;
+  std::string broken_why_;
+};
+
+}  // namespace greenreduce::ps

@@ -1,0 +1,598 @@
+// greenreduce/transport/tcp/engine.hpp — the io thread behind transport::tcp.
+//
+// One io_context and one background thread per transport own every socket.
+// The caller's thread only posts operations and waits on a condition
+// variable, so a rank writes to one peer while it reads from another (or the
+// same) peer: the ring's full duplex. Per connection at most one write and one
+// read are in flight; sends and receives queue in FIFO order per peer.
+//
+// Invariants:
+//  - A header read is always outstanding on an idle connection, so a peer that
+//    dies (EOF or reset without a goodbye frame) fails the transport at once,
+//    even while this rank waits on another peer.
+//  - A payload is read straight into the caller's posted buffer after its
+//    header said how long it is; longer than the buffer -> peer_error.
+//  - After the first error (peer_error, timeout_error) every outstanding
+//    operation is cancelled on the io thread before the error reaches the
+//    caller, so no caller buffer is touched after wait() throws. Sockets stay
+//    open until destruction (peers see the failure as EOF only then).
+//  - Counters add what each read and write moved, frame headers included (a
+//    received header is counted when its message is delivered, so counters
+//    are exact when wait() returns); hello and goodbye frames (set-up and
+//    teardown) are not counted.
+#pragma once
+
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
+#include <utility>
+// clang-format off
+#include <boost/asio.hpp>
+// clang-format on
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "greenreduce/core/error.hpp"
+#include "greenreduce/transport/store.hpp"
+#include "greenreduce/transport/tcp/wire.hpp"
+
+namespace greenreduce::transport::detail {
+
+/// One isend or irecv; completion fields are guarded by the engine's mutex.
+struct tcp_op {
+  int peer = -1;
+  std::byte* data = nullptr;  // const for sends; never written through then
+  std::size_t size = 0;
+  std::array<std::byte, tcp_wire::header_bytes> header{};
+  bool done = false;
+  std::size_t length = 0;
+};
+
+struct tcp_engine_options {
+  int rank = 0;
+  int size = 1;
+  std::chrono::milliseconds timeout{30000};
+  std::size_t socket_buffer_bytes = 0;
+  std::size_t max_pending_connections = 32;
+  std::chrono::milliseconds hello_timeout{10000};
+  std::function<void(const std::string&)> log;
+};
+
+class tcp_engine {
+ public:
+  enum class failure { none, peer, timeout };
+
+  explicit tcp_engine(tcp_engine_options o)
+      : o_(std::move(o)), acceptor_(io_), work_(io_.get_executor()) {
+    conns_.resize(static_cast<std::size_t>(o_.size));
+    connected_.assign(static_cast<std::size_t>(o_.size), false);
+  }
+  tcp_engine(const tcp_engine&) = delete;
+  tcp_engine& operator=(const tcp_engine&) = delete;
+
+  ~tcp_engine() {
+    if (!thread_.joinable()) return;
+    // Say goodbye on every healthy connection, then close everything.
+    std::unique_lock lk(mu_);
+    byes_pending_ = -1;
+    lk.unlock();
+    net::post(io_, [this] { begin_shutdown(); });
+    lk.lock();
+    cv_.wait_for(lk, o_.timeout, [this] { return byes_pending_ == 0; });
+    lk.unlock();
+    net::post(io_, [this] { close_all(); });
+    work_.reset();
+    thread_.join();
+  }
+
+  /// Opens the listening socket on ip:0 and starts the io thread; "ip:port".
+  std::string listen(const std::string& ip) {
+    boost::system::error_code ec;
+    const net_tcp::endpoint ep(net::ip::make_address_v4(ip), 0);
+    acceptor_.open(ep.protocol());
+    acceptor_.bind(ep, ec);
+    if (ec) throw config_error(str("rank ", o_.rank, ": cannot listen on ", ip, ": ", ec.message()));
+    acceptor_.listen(static_cast<int>(o_.max_pending_connections));
+    thread_ = std::thread([this] { io_.run(); });
+    return str(ip, ":", acceptor_.local_endpoint().port());
+  }
+
+  /// Connects the full mesh: this rank dials every lower rank and accepts
+  /// every higher one. Blocks until done or `deadline` (timeout_error).
+  void connect_mesh(const std::vector<net_tcp::endpoint>& peers, std::uint64_t token,
+                    steady::time_point deadline, std::chrono::milliseconds bound) {
+    token_ = token;
+    net::post(io_, [this, peers] {
+      for (int j = 0; j < o_.rank; ++j) dial(j, peers[static_cast<std::size_t>(j)]);
+      if (o_.rank < o_.size - 1) accept();
+      else close_acceptor();
+    });
+    std::unique_lock lk(mu_);
+    const bool done = cv_.wait_until(lk, deadline, [this] {
+      return failure_ != failure::none || connected_count_ == o_.size - 1;
+    });
+    if (failure_ != failure::none) throw_failure(lk, true);
+    if (done) return;
+    std::string missing;
+    for (int j = 0; j < o_.size; ++j)
+      if (j != o_.rank && !connected_[static_cast<std::size_t>(j)])
+        missing += (missing.empty() ? "" : ", ") + std::to_string(j);
+    fail_and_throw(lk, failure::timeout,
+                   str("rank ", o_.rank, ": connection setup did not complete within ",
+                       bound.count(), " ms (GREENREDUCE_CONNECT_TIMEOUT_MS); not connected: rank ",
+                       missing));
+  }
+
+  std::shared_ptr<tcp_op> post(bool is_send, int peer, std::byte* data, std::size_t size) {
+    auto op = std::make_shared<tcp_op>();
+    op->peer = peer;
+    op->data = data;
+    op->size = size;
+    {
+      std::unique_lock lk(mu_);
+      if (failure_ != failure::none) throw_failure(lk, false);
+    }
+    net::post(io_, [this, op, is_send] {
+      if (failure_io_) return;
+      auto& c = conns_[static_cast<std::size_t>(op->peer)];
+      if (c->bye) {
+        fail(failure::peer, str("rank ", o_.rank, ": ", is_send ? "send to" : "recv from",
+                                " rank ", op->peer, ": rank ", op->peer,
+                                " already closed its transport (goodbye received)"));
+        return;
+      }
+      if (is_send) {
+        c->sends.push_back(op);
+        pump_write(c);
+      } else {
+        c->recvs.push_back(op);
+        pump_read(c);
+      }
+    });
+    return op;
+  }
+
+  /// Blocks until `op` completes; the error of the transport, or timeout_error
+  /// naming `what` when `deadline` passes first.
+  std::size_t wait(const std::shared_ptr<tcp_op>& op, steady::time_point deadline,
+                   const std::string& what) {
+    std::unique_lock lk(mu_);
+    cv_.wait_until(lk, deadline, [&] { return op->done || failure_ != failure::none; });
+    if (op->done) return op->length;
+    if (failure_ != failure::none) throw_failure(lk, true);
+    fail_and_throw(lk, failure::timeout,
+                   str("rank ", o_.rank, ": ", what, " did not complete within ",
+                       o_.timeout.count(), " ms (GREENREDUCE_TIMEOUT_MS)"));
+  }
+
+  std::uint64_t bytes_sent() const noexcept { return sent_.load(std::memory_order_relaxed); }
+  std::uint64_t bytes_received() const noexcept { return received_.load(std::memory_order_relaxed); }
+  std::size_t dropped_connections() const noexcept { return dropped_.load(); }
+
+ private:
+  struct conn {
+    explicit conn(net::io_context& io) : sock(io) {}
+    int peer = -1;
+    net_tcp::socket sock;
+    std::deque<std::shared_ptr<tcp_op>> sends, recvs;
+    bool writing = false, reading = false, have_header = false, bye = false;
+    std::array<std::byte, tcp_wire::header_bytes> rx{};
+    std::uint32_t tx_seq = 0, rx_seq = 0;
+    std::uint64_t rx_len = 0;
+  };
+  // A connection that has not said hello yet (accepted) or not heard it (dialled).
+  struct handshake {
+    explicit handshake(net::io_context& io) : sock(io), timer(io) {}
+    net_tcp::socket sock;
+    net::steady_timer timer;
+    int expect = -1;  // dialled rank; -1 when accepted
+    bool timed_out = false;
+    std::array<std::byte, tcp_wire::hello_bytes> in{}, out{};
+    std::string from;
+  };
+
+  void log(const std::string& msg) {
+    if (o_.log) o_.log(msg);
+    else std::fprintf(stderr, "[greenreduce tcp] %s\n", msg.c_str());
+  }
+
+  // --- failure --------------------------------------------------------------
+
+  [[noreturn]] void throw_failure(std::unique_lock<std::mutex>&, bool direct) {
+    if (!direct)
+      throw peer_error(str("rank ", o_.rank, ": transport unusable after an earlier error; "
+                           "build a new one. The error was: ", what_));
+    if (failure_ == failure::timeout) throw timeout_error(what_);
+    throw peer_error(what_);
+  }
+
+  // From the caller's thread: record, make the io thread cancel everything, throw.
+  [[noreturn]] void fail_and_throw(std::unique_lock<std::mutex>& lk, failure kind,
+                                   const std::string& what) {
+    if (failure_ == failure::none) {
+      failure_ = kind;
+      what_ = what;
+    }
+    fenced_ = false;
+    lk.unlock();
+    cv_.notify_all();
+    net::post(io_, [this] {
+      cancel_all();
+      std::lock_guard g(mu_);
+      fenced_ = true;
+      cv_.notify_all();
+    });
+    lk.lock();
+    cv_.wait(lk, [this] { return fenced_; });
+    throw_failure(lk, true);
+  }
+
+  // On the io thread.
+  void fail(failure kind, const std::string& what) {
+    {
+      std::lock_guard g(mu_);
+      if (failure_ == failure::none) {
+        failure_ = kind;
+        what_ = what;
+      }
+    }
+    cv_.notify_all();
+    cancel_all();
+  }
+
+  void cancel_all() {
+    failure_io_ = true;
+    close_acceptor();
+    for (auto& h : handshakes_) close(*h);
+    for (auto& c : conns_) {
+      if (!c) continue;
+      boost::system::error_code ignored;
+      c->sock.cancel(ignored);
+      c->sends.clear();
+      c->recvs.clear();
+    }
+  }
+
+  void on_error(const std::shared_ptr<conn>& c, const char* dir,
+                const boost::system::error_code& ec) {
+    if (ec == net::error::operation_aborted || failure_io_ || stopping_) return;
+    std::string why;
+    if (ec == net::error::eof)
+      why = "connection closed without a goodbye (peer process exited, crashed or was killed)";
+    else if (ec == net::error::connection_reset || ec == net::error::broken_pipe)
+      why = "connection reset (peer process exited, crashed or was killed): " + ec.message();
+    else
+      why = ec.message();
+    fail(failure::peer, str("rank ", o_.rank, ": ", dir, " rank ", c->peer, ": ", why));
+  }
+
+  void complete(const std::shared_ptr<tcp_op>& op, std::size_t length) {
+    {
+      std::lock_guard g(mu_);
+      op->done = true;
+      op->length = length;
+    }
+    cv_.notify_all();
+  }
+
+  // --- data path (io thread) ------------------------------------------------
+
+  void pump_write(const std::shared_ptr<conn>& c) {
+    if (failure_io_ || stopping_ || c->writing || c->sends.empty()) return;
+    auto& op = c->sends.front();
+    tcp_wire::encode_header(op->header, tcp_wire::data_magic, c->tx_seq++, op->size);
+    c->writing = true;
+    const std::array<net::const_buffer, 2> bufs{net::buffer(op->header),
+                                                net::buffer(op->data, op->size)};
+    net::async_write(c->sock, bufs, [this, c](boost::system::error_code ec, std::size_t n) {
+      c->writing = false;
+      sent_.fetch_add(n, std::memory_order_relaxed);
+      if (ec) return on_error(c, "send to", ec);
+      if (failure_io_ || c->sends.empty()) return;
+      auto op = std::move(c->sends.front());
+      c->sends.pop_front();
+      complete(op, op->size);
+      pump_write(c);
+    });
+  }
+
+  void pump_read(const std::shared_ptr<conn>& c) {
+    if (failure_io_ || stopping_ || c->reading || c->bye) return;
+    if (!c->have_header) {
+      c->reading = true;
+      net::async_read(c->sock, net::buffer(c->rx),
+                      [this, c](boost::system::error_code ec, std::size_t) {
+                        c->reading = false;
+                        if (ec) return on_error(c, "recv from", ec);
+                        on_header(c);
+                      });
+      return;
+    }
+    if (c->recvs.empty()) return;
+    auto op = c->recvs.front();
+    if (c->rx_len > op->size)
+      return fail(failure::peer,
+                  str("rank ", o_.rank, ": recv from rank ", c->peer, ": message of ", c->rx_len,
+                      " bytes is longer than the posted receive buffer of ", op->size, " bytes"));
+    const auto len = static_cast<std::size_t>(c->rx_len);
+    if (len == 0) return finish_recv(c, 0);
+    c->reading = true;
+    net::async_read(c->sock, net::buffer(op->data, len),
+                    [this, c, len](boost::system::error_code ec, std::size_t n) {
+                      c->reading = false;
+                      received_.fetch_add(n, std::memory_order_relaxed);
+                      if (ec) return on_error(c, "recv from", ec);
+                      finish_recv(c, len);
+                    });
+  }
+
+  void on_header(const std::shared_ptr<conn>& c) {
+    if (failure_io_ || stopping_) return;
+    const auto magic = load_le<std::uint32_t>(c->rx.data());
+    const auto seq = load_le<std::uint32_t>(c->rx.data() + 4);
+    if (magic == tcp_wire::bye_magic) {
+      c->bye = true;
+      if (!c->recvs.empty())
+        fail(failure::peer, str("rank ", o_.rank, ": recv from rank ", c->peer, ": rank ",
+                                c->peer, " closed its transport before sending the message"));
+      return;
+    }
+    if (magic != tcp_wire::data_magic || seq != c->rx_seq)
+      return fail(failure::peer,
+                  str("rank ", o_.rank, ": recv from rank ", c->peer,
+                      ": protocol violation: frame magic 0x", std::hex, magic, " sequence ",
+                      std::dec, seq, " (expected data frame ", c->rx_seq, ")"));
+    ++c->rx_seq;
+    c->rx_len = load_le<std::uint64_t>(c->rx.data() + 8);
+    c->have_header = true;
+    pump_read(c);
+  }
+
+  void finish_recv(const std::shared_ptr<conn>& c, std::size_t len) {
+    if (failure_io_ || c->recvs.empty()) return;
+    auto op = std::move(c->recvs.front());
+    c->recvs.pop_front();
+    c->have_header = false;
+    // The header counts with its message, so the counters are exact at wait().
+    received_.fetch_add(tcp_wire::header_bytes, std::memory_order_relaxed);
+    complete(op, len);
+    pump_read(c);
+  }
+
+  // --- connection setup (io thread) -----------------------------------------
+
+  void close(handshake& h) {
+    boost::system::error_code ignored;
+    h.sock.close(ignored);
+    h.timer.cancel();
+  }
+
+  void close_acceptor() {
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+  }
+
+  void forget(const std::shared_ptr<handshake>& h) { std::erase(handshakes_, h); }
+
+  void drop(const std::shared_ptr<handshake>& h, const std::string& why) {
+    ++dropped_;
+    log(str("rank ", o_.rank, ": dropped connection from ", h->from, ": ", why));
+    close(*h);
+    forget(h);
+  }
+
+  void accept() {
+    auto h = std::make_shared<handshake>(io_);
+    acceptor_.async_accept(h->sock, [this, h](boost::system::error_code ec) {
+      if (ec == net::error::operation_aborted || failure_io_ || stopping_) return;
+      if (ec) {
+        log(str("rank ", o_.rank, ": accept failed: ", ec.message()));
+        return accept();
+      }
+      boost::system::error_code pec;
+      const auto ep = h->sock.remote_endpoint(pec);
+      h->from = pec ? std::string("?") : str(ep);
+      std::size_t pending = 0;
+      for (auto& x : handshakes_) pending += x->expect < 0 ? 1 : 0;
+      if (pending >= o_.max_pending_connections) {
+        ++dropped_;
+        log(str("rank ", o_.rank, ": dropped connection from ", h->from, ": ", pending,
+                " connections already wait for their hello"));
+        close(*h);
+      } else {
+        handshakes_.push_back(h);
+        h->timer.expires_after(o_.hello_timeout);
+        h->timer.async_wait([this, h](boost::system::error_code tec) {
+          if (tec) return;
+          h->timed_out = true;
+          boost::system::error_code ignored;
+          h->sock.close(ignored);
+        });
+        net::async_read(h->sock, net::buffer(h->in),
+                        [this, h](boost::system::error_code rec, std::size_t) {
+                          on_hello_in(h, rec);
+                        });
+      }
+      accept();
+    });
+  }
+
+  void on_hello_in(const std::shared_ptr<handshake>& h, const boost::system::error_code& ec) {
+    if (failure_io_ || stopping_) return;
+    if (ec)
+      return drop(h, h->timed_out ? str("no hello within ", o_.hello_timeout.count(), " ms")
+                                  : "closed before hello: " + ec.message());
+    tcp_wire::hello in;
+    try {
+      in = tcp_wire::parse_hello(h->in, static_cast<std::uint32_t>(o_.size), token_);
+    } catch (const decode_error& e) {
+      return drop(h, e.what());
+    }
+    const int peer = static_cast<int>(in.rank);
+    if (peer <= o_.rank || conns_[static_cast<std::size_t>(peer)])
+      return drop(h, str("hello from rank ", peer, ", which ",
+                         peer <= o_.rank ? "this rank dials instead" : "is already connected"));
+    h->out = tcp_wire::encode_hello(
+        {static_cast<std::uint32_t>(o_.rank), static_cast<std::uint32_t>(o_.size), token_});
+    net::async_write(h->sock, net::buffer(h->out),
+                     [this, h, peer](boost::system::error_code wec, std::size_t) {
+                       if (failure_io_ || stopping_) return;
+                       if (wec) return drop(h, "closed before our hello: " + wec.message());
+                       if (conns_[static_cast<std::size_t>(peer)])
+                         return drop(h, str("rank ", peer, " connected twice"));
+                       install(h, peer);
+                     });
+  }
+
+  void dial(int peer, net_tcp::endpoint ep) {
+    auto h = std::make_shared<handshake>(io_);
+    h->expect = peer;
+    h->from = str(ep);
+    handshakes_.push_back(h);
+    h->sock.async_connect(ep, [this, h, ep](boost::system::error_code ec) {
+      if (failure_io_ || stopping_) return;
+      if (ec) {  // not listening yet or a transient error: retry until the deadline
+        boost::system::error_code ignored;
+        h->sock.close(ignored);
+        h->timer.expires_after(std::chrono::milliseconds(50));
+        h->timer.async_wait([this, h, ep](boost::system::error_code tec) {
+          if (tec || failure_io_ || stopping_) return;
+          forget(h);
+          dial(h->expect, ep);
+        });
+        return;
+      }
+      h->out = tcp_wire::encode_hello(
+          {static_cast<std::uint32_t>(o_.rank), static_cast<std::uint32_t>(o_.size), token_});
+      net::async_write(h->sock, net::buffer(h->out), [this, h](boost::system::error_code wec,
+                                                               std::size_t) {
+        if (failure_io_ || stopping_) return;
+        if (wec) return dial_failed(h, "sending hello: " + wec.message());
+        net::async_read(h->sock, net::buffer(h->in),
+                        [this, h](boost::system::error_code rec, std::size_t) {
+                          if (failure_io_ || stopping_) return;
+                          if (rec) return dial_failed(h, "reading hello: " + rec.message());
+                          try {
+                            const auto in = tcp_wire::parse_hello(
+                                h->in, static_cast<std::uint32_t>(o_.size), token_);
+                            if (static_cast<int>(in.rank) != h->expect)
+                              return dial_failed(h, str("it says it is rank ", in.rank));
+                          } catch (const decode_error& e) {
+                            return dial_failed(h, e.what());
+                          }
+                          install(h, h->expect);
+                        });
+      });
+    });
+  }
+
+  void dial_failed(const std::shared_ptr<handshake>& h, const std::string& why) {
+    fail(failure::peer, str("rank ", o_.rank, ": connecting to rank ", h->expect, " at ", h->from,
+                            " failed: ", why));
+  }
+
+  void install(const std::shared_ptr<handshake>& h, int peer) {
+    h->timer.cancel();
+    auto c = std::make_shared<conn>(io_);
+    c->peer = peer;
+    c->sock = std::move(h->sock);
+    forget(h);
+    boost::system::error_code ignored;
+    c->sock.set_option(net_tcp::no_delay(true), ignored);
+    if (o_.socket_buffer_bytes > 0) {
+      const int n = static_cast<int>(o_.socket_buffer_bytes);
+      c->sock.set_option(net::socket_base::send_buffer_size(n), ignored);
+      c->sock.set_option(net::socket_base::receive_buffer_size(n), ignored);
+    }
+    conns_[static_cast<std::size_t>(peer)] = c;
+    int count = 0;
+    bool accepting = false;
+    {
+      std::lock_guard g(mu_);
+      connected_[static_cast<std::size_t>(peer)] = true;
+      count = ++connected_count_;
+      for (int j = o_.rank + 1; j < o_.size; ++j)
+        accepting = accepting || !connected_[static_cast<std::size_t>(j)];
+    }
+    if (!accepting) close_acceptor();
+    if (count == o_.size - 1) cv_.notify_all();
+    pump_read(c);
+  }
+
+  // --- shutdown (io thread) -------------------------------------------------
+
+  void begin_shutdown() {
+    const bool healthy = !failure_io_;
+    stopping_ = true;
+    close_acceptor();
+    for (auto& h : handshakes_) close(*h);
+    int pending = 0;
+    for (auto& c : conns_) {
+      if (!c) continue;
+      boost::system::error_code ignored;
+      c->sock.cancel(ignored);  // the idle header read
+      if (!healthy || c->writing || c->bye) continue;
+      ++pending;
+      tcp_wire::encode_header(c->rx, tcp_wire::bye_magic, c->tx_seq, 0);
+      net::async_write(c->sock, net::buffer(c->rx), [this, c](boost::system::error_code ec,
+                                                              std::size_t) {
+        boost::system::error_code ignored2;
+        if (!ec) c->sock.shutdown(net_tcp::socket::shutdown_send, ignored2);
+        std::lock_guard g(mu_);
+        if (--byes_pending_ == 0) cv_.notify_all();
+      });
+    }
+    std::lock_guard g(mu_);
+    byes_pending_ = pending;
+    if (pending == 0) cv_.notify_all();
+  }
+
+  void close_all() {
+    stopping_ = true;
+    close_acceptor();
+    for (auto& h : handshakes_) close(*h);
+    for (auto& c : conns_) {
+      if (!c) continue;
+      boost::system::error_code ignored;
+      c->sock.close(ignored);
+    }
+  }
+
+  tcp_engine_options o_;
+  net::io_context io_;
+  net_tcp::acceptor acceptor_;
+  net::executor_work_guard<net::io_context::executor_type> work_;
+  // io thread only
+  std::vector<std::shared_ptr<conn>> conns_;
+  std::vector<std::shared_ptr<handshake>> handshakes_;
+  std::uint64_t token_ = 0;
+  bool failure_io_ = false;
+  bool stopping_ = false;
+  // guarded by mu_
+  std::mutex mu_;
+  std::condition_variable cv_;
+  failure failure_ = failure::none;
+  std::string what_;
+  bool fenced_ = false;
+  std::vector<bool> connected_;
+  int connected_count_ = 0;
+  int byes_pending_ = 0;
+  // any thread
+  std::atomic<std::uint64_t> sent_{0}, received_{0};
+  std::atomic<std::size_t> dropped_{0};
+  std::thread thread_;
+};
+
+}  // namespace greenreduce::transport::detail

@@ -1,0 +1,357 @@
+// Tests of collective/ring_allreduce.hpp over the inproc transport: results
+// against a float64 reference, bit-identical ranks, agreement, failures, reports.
+#include "greenreduce/collective/ring_allreduce.hpp"
+
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <string>
+
+#include "collective/ranks.hpp"
+#include "greenreduce/codec/none.hpp"
+#include "support/matchers.hpp"
+#include "support/random.hpp"
+
+using namespace greenreduce;
+using namespace std::chrono_literals;
+using collective::reduce_op;
+using collective::ring_options;
+using transport::inproc;
+
+namespace {
+
+// The none codec with another configuration fingerprint: a "different codec".
+struct other_none : codec::none {
+  constexpr std::uint64_t config_hash() const noexcept { return codec::hash_words({0, 42}); }
+};
+
+// The none codec that runs a callback on every decode_add (to fail mid-run).
+struct hooked_none : codec::none {
+  std::function<void()> hook;
+  void decode_add(std::span<const std::byte> frame, std::span<float> acc) const {
+    if (hook) hook();
+    codec::none::decode_add(frame, acc);
+  }
+};
+
+std::vector<float> input(int rank, std::size_t n, std::uint64_t salt) {
+  return test::normal_floats(n, test::seed(salt * 1000 + static_cast<std::uint64_t>(rank)));
+}
+
+struct outcome {
+  std::vector<std::vector<float>> in, out;
+  std::vector<report> reports;
+};
+
+template <class Codec = codec::none>
+outcome allreduce(int p, std::size_t n, reduce_op op, ring_options opts = {}, Codec c = {},
+                  std::uint64_t salt = 1) {
+  outcome o;
+  o.in.resize(static_cast<std::size_t>(p));
+  o.out.resize(static_cast<std::size_t>(p));
+  o.reports.resize(static_cast<std::size_t>(p));
+  for (int r = 0; r < p; ++r) o.in[static_cast<std::size_t>(r)] = input(r, n, salt);
+  auto errors = test::on_ranks(p, [&](inproc& t) {
+    const auto r = static_cast<std::size_t>(t.rank());
+    collective::ring_allreduce<Codec, inproc> ring(t, n, c, opts);
+    o.out[r] = o.in[r];
+    o.reports[r] = ring.run(o.out[r], op);
+  });
+  test::rethrow_any(errors);
+  return o;
+}
+
+// |result - exact| <= bound(i): fp32 summation of p terms in some order,
+// gamma_{p} * sum |x| (Higham, Accuracy and Stability, 2002, eq. 4.4), plus
+// one rounding of the division for the average.
+void check_exact_up_to_order(const outcome& o, reduce_op op) {
+  const std::size_t p = o.in.size();
+  const std::size_t n = o.in[0].size();
+  const double u = std::ldexp(1.0, -24);
+  const double gamma = static_cast<double>(p) * u / (1 - static_cast<double>(p) * u);
+  for (std::size_t i = 0; i < n; ++i) {
+    double exact = 0, mag = 0;
+    for (std::size_t r = 0; r < p; ++r) {
+      exact += o.in[r][i];
+      mag += std::fabs(o.in[r][i]);
+    }
+    double bound = gamma * mag;
+    if (op == reduce_op::average) {
+      exact /= static_cast<double>(p);
+      bound = bound / static_cast<double>(p) + u * std::fabs(exact);
+    }
+    const double err = std::fabs(static_cast<double>(o.out[0][i]) - exact);
+    if (err > bound) {
+      INFO("element " << i << " of " << n << ": got " << o.out[0][i] << ", exact " << exact
+                      << ", bound " << bound);
+      REQUIRE(err <= bound);
+    }
+  }
+  for (std::size_t r = 1; r < p; ++r) REQUIRE(test::bit_equal(o.out[0], o.out[r]));
+}
+
+// The bytes rank r sends (or receives) with codec none: headers included.
+std::uint64_t none_bytes(std::size_t n, int p, int r, std::size_t seg, bool receive) {
+  if (p == 1) return 0;
+  const std::uint64_t msg = transport::inproc_header_bytes;
+  auto chunk_bytes = [&](int c) {
+    const auto ch = collective::ring_detail::chunk(n, p, ((c % p) + p) % p);
+    std::uint64_t b = 0;
+    for (std::size_t off = 0; off < ch.count; off += seg)
+      b += msg + frame_header_bytes + 4 * std::min(seg, ch.count - off);
+    return b;
+  };
+  std::uint64_t b =
+      static_cast<std::uint64_t>(p - 1) * (collective::ring_detail::agree_bytes + msg);
+  if (n == 0) return b;
+  const int shift = receive ? -1 : 0;
+  for (int s = 0; s + 1 < p; ++s) b += chunk_bytes(r - s + shift);      // reduce-scatter
+  for (int s = 0; s + 1 < p; ++s) b += chunk_bytes(r + 1 - s + shift);  // allgather
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("ring allreduce with none is exact up to summation order, p = 1..8", "[ring]") {
+  for (int p = 1; p <= 8; ++p)
+    for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t(p - 1), std::size_t(p),
+                          std::size_t(p + 1), std::size_t{1003}})
+      for (auto op : {reduce_op::sum, reduce_op::average})
+        for (std::size_t seg_bytes : {std::size_t{4}, std::size_t{64}, std::size_t{512 * 1024}}) {
+          if (seg_bytes == 4 && n > 100) continue;  // one element per message: slow, covered small
+          INFO("p=" << p << " n=" << n << " op=" << collective::to_string(op)
+                    << " segment_bytes=" << seg_bytes);
+          ring_options opts;
+          opts.segment_bytes = seg_bytes;
+          auto o = allreduce(p, n, op, opts, codec::none{}, n + 7 * static_cast<std::size_t>(p));
+          check_exact_up_to_order(o, op);
+          for (int r = 0; r < p; ++r) {
+            const auto& rep = o.reports[static_cast<std::size_t>(r)];
+            REQUIRE(rep.bytes_sent == none_bytes(n, p, r, seg_bytes / 4, false));
+            REQUIRE(rep.bytes_received == none_bytes(n, p, r, seg_bytes / 4, true));
+          }
+        }
+}
+
+TEST_CASE("ring allreduce on a million elements", "[ring][large]") {
+  for (int p : {2, 5}) {
+    for (auto op : {reduce_op::sum, reduce_op::average}) {
+      INFO("p=" << p << " op=" << collective::to_string(op));
+      ring_options opts;
+      opts.segment_bytes = 64 * 1024;
+      auto o = allreduce(p, 1000003, op, opts, codec::none{}, 5);
+      check_exact_up_to_order(o, op);
+    }
+  }
+}
+
+TEST_CASE("ring allreduce report fields", "[ring][report]") {
+  const int p = 4;
+  const std::size_t n = 1001;
+  int annotated = 0;
+  std::mutex mu;
+  ring_options opts;
+  opts.annotate = [&](report& rep) {
+    std::lock_guard lk(mu);
+    ++annotated;
+    rep.energy.method = energy_method::model;
+  };
+  auto o = allreduce(p, n, reduce_op::sum, opts);
+  CHECK(annotated == p);
+  for (int r = 0; r < p; ++r) {
+    const auto& rep = o.reports[static_cast<std::size_t>(r)];
+    CHECK(rep.op == "allreduce");
+    CHECK(rep.codec == "none");
+    CHECK(rep.algo == "ring");
+    CHECK(rep.seconds > 0);
+    CHECK(rep.memory_bytes > 0);
+    CHECK(rep.compute_ops > 0);
+    CHECK(rep.energy.method == energy_method::model);
+    // fp32 ring: every chunk but the ones owned by r+1 (reduce-scatter) and r+2 (allgather).
+    const auto c1 = collective::ring_detail::chunk(n, p, (r + 1) % p).count;
+    const auto c2 = collective::ring_detail::chunk(n, p, (r + 2) % p).count;
+    CHECK(rep.raw_bytes == 4 * (2 * n - c1 - c2));
+    // none: raw bytes plus frame and message headers, so the ratio is just below 1.
+    CHECK(rep.compression_ratio() < 1.0);
+    CHECK(rep.compression_ratio() > 0.9);
+  }
+  auto single = allreduce(1, n, reduce_op::average);
+  CHECK(single.reports[0].raw_bytes == 0);
+  CHECK(single.reports[0].bytes_sent == 0);
+  CHECK(test::bit_equal(single.in[0], single.out[0]));
+}
+
+TEST_CASE("ring allreduce can run many times and with shorter vectors", "[ring]") {
+  const int p = 3;
+  auto errors = test::on_ranks(p, [&](inproc& t) {
+    ring_options opts;
+    opts.segment_bytes = 256;
+    opts.error_feedback = true;  // exact codec: the residual stays zero
+    collective::ring_allreduce<codec::none, inproc> ring(t, 5000, {}, opts);
+    for (std::size_t n : {std::size_t{5000}, std::size_t{17}, std::size_t{0}, std::size_t{4999}}) {
+      std::vector<float> x(n, static_cast<float>(t.rank() + 1));
+      ring.run(x, reduce_op::sum);
+      for (float v : x) REQUIRE(v == 6.0F);
+    }
+  });
+  test::rethrow_any(errors);
+}
+
+TEST_CASE("ring allreduce mismatches throw mismatch_error on every rank", "[ring][mismatch]") {
+  const int p = 4;
+  const std::size_t n = 100;
+  auto expect_all_mismatch = [&](auto body, const char* what) {
+    std::vector<std::vector<float>> data(p);
+    auto errors = test::on_ranks(
+        p,
+        [&](inproc& t) {
+          auto& x = data[static_cast<std::size_t>(t.rank())];
+          x = input(t.rank(), n + 1, 3);
+          const auto before = x;
+          try {
+            body(t, x);
+          } catch (...) {
+            REQUIRE(test::bit_equal(x, before));
+            throw;
+          }
+        },
+        5000ms);
+    for (int r = 0; r < p; ++r) {
+      INFO("rank " << r);
+      REQUIRE(errors[static_cast<std::size_t>(r)]);
+      REQUIRE_THROWS_MATCHES(std::rethrow_exception(errors[static_cast<std::size_t>(r)]),
+                             mismatch_error, test::what_has(what, "input left unchanged"));
+    }
+  };
+  SECTION("length") {
+    expect_all_mismatch(
+        [&](inproc& t, std::vector<float>& x) {
+          collective::ring_allreduce<codec::none, inproc> ring(t, n + 1);
+          ring.run(std::span(x).first(t.rank() == 2 ? n + 1 : n));
+        },
+        "the length");
+  }
+  SECTION("codec") {
+    expect_all_mismatch(
+        [&](inproc& t, std::vector<float>& x) {
+          if (t.rank() == 1) {
+            collective::ring_allreduce<other_none, inproc> ring(t, n);
+            ring.run(std::span(x).first(n));
+          } else {
+            collective::ring_allreduce<codec::none, inproc> ring(t, n);
+            ring.run(std::span(x).first(n));
+          }
+        },
+        "the codec");
+  }
+  SECTION("op") {
+    expect_all_mismatch(
+        [&](inproc& t, std::vector<float>& x) {
+          collective::ring_allreduce<codec::none, inproc> ring(t, n);
+          ring.run(std::span(x).first(n), t.rank() == 3 ? reduce_op::average : reduce_op::sum);
+        },
+        "the op");
+  }
+  SECTION("segment size") {
+    expect_all_mismatch(
+        [&](inproc& t, std::vector<float>& x) {
+          ring_options opts;
+          opts.segment_bytes = t.rank() == 0 ? 64 : 128;
+          collective::ring_allreduce<codec::none, inproc> ring(t, n, {}, opts);
+          ring.run(std::span(x).first(n));
+        },
+        "the segment size");
+  }
+}
+
+TEST_CASE("ring allreduce: a length beyond max_count fails on every rank", "[ring][mismatch]") {
+  const int p = 3;
+  auto errors = test::on_ranks(p, [&](inproc& t) {
+    collective::ring_allreduce<codec::none, inproc> ring(t, t.rank() == 1 ? 10 : 20);
+    std::vector<float> x(15, 1.0F);
+    ring.run(x);
+  });
+  REQUIRE_THROWS_MATCHES(std::rethrow_exception(errors[1]), config_error,
+                         test::what_has("length 15 exceeds the max_count 10"));
+  REQUIRE_THROWS_MATCHES(std::rethrow_exception(errors[0]), mismatch_error,
+                         test::what_has("rank 1 cannot take length 15"));
+  REQUIRE_THROWS_AS(std::rethrow_exception(errors[2]), mismatch_error);
+}
+
+TEST_CASE("ring allreduce: a rank dying mid-run fails every survivor fast", "[ring][failure]") {
+  const int p = 4;
+  const std::size_t n = 50000;
+  const auto timeout = 2000ms;
+  for (bool keep : {true, false}) {
+    INFO("keep_input=" << keep);
+    transport::inproc_world world(p, {timeout});
+    std::vector<std::vector<float>> data(p), before(p);
+    std::vector<std::chrono::steady_clock::duration> took(p);
+    auto errors = test::on_ranks(world, [&](inproc& t) {
+      const auto r = static_cast<std::size_t>(t.rank());
+      data[r] = input(t.rank(), n, 9);
+      before[r] = data[r];
+      hooked_none c;
+      int calls = 0;
+      if (t.rank() == 2)
+        c.hook = [&] {
+          if (++calls == 3) world.kill(2);  // the process "crashes" mid reduce-scatter
+        };
+      ring_options opts;
+      opts.segment_bytes = 4096;
+      opts.keep_input = keep;
+      collective::ring_allreduce<hooked_none, inproc> ring(t, n, c, opts);
+      const auto t0 = std::chrono::steady_clock::now();
+      try {
+        ring.run(data[r]);
+      } catch (...) {
+        took[r] = std::chrono::steady_clock::now() - t0;
+        throw;
+      }
+    });
+    for (int r = 0; r < p; ++r) {
+      INFO("rank " << r);
+      const auto ur = static_cast<std::size_t>(r);
+      REQUIRE(errors[ur]);
+      CHECK(took[ur] < 2 * timeout);
+      if (r == 2) continue;
+      if (keep) {
+        REQUIRE_THROWS_MATCHES(std::rethrow_exception(errors[ur]), peer_error,
+                               test::what_has("input left unchanged"));
+        CHECK(test::bit_equal(data[ur], before[ur]));
+      } else {
+        REQUIRE_THROWS_MATCHES(std::rethrow_exception(errors[ur]), peer_error,
+                               test::what_has("partially reduced"));
+      }
+    }
+  }
+}
+
+TEST_CASE("ring allreduce is unusable after a transport error", "[ring][failure]") {
+  transport::inproc_world world(2, {100ms});
+  auto t = world.rank(0);
+  auto other = world.rank(1);  // never runs: rank 0 times out
+  collective::ring_allreduce<codec::none, inproc> ring(t, 10);
+  std::vector<float> x(10, 1.0F);
+  const auto before = x;
+  REQUIRE_THROWS_MATCHES(ring.run(x), timeout_error, test::what_has("input left unchanged"));
+  CHECK(test::bit_equal(x, before));
+  REQUIRE_THROWS_MATCHES(ring.run(x), peer_error, test::what_has("unusable"));
+}
+
+TEST_CASE("ring allreduce argument errors", "[ring]") {
+  transport::inproc_world world(1);
+  auto t = world.rank(0);
+  ring_options opts;
+  opts.segment_bytes = 3;
+  CHECK_THROWS_AS((collective::ring_allreduce<codec::none, inproc>(t, 10, {}, opts)), config_error);
+  opts.segment_bytes = 4;
+  opts.algo = collective::algorithm::allgather_sparse;
+  CHECK_THROWS_MATCHES((collective::ring_allreduce<codec::none, inproc>(t, 10, {}, opts)),
+                       config_error, test::what_has("needs a sparse codec"));
+  collective::ring_allreduce<codec::none, inproc> ring(t, 10);
+  std::vector<float> x(11);
+  CHECK_THROWS_AS(ring.run(x), config_error);
+  CHECK_THROWS_AS(ring.run(std::span(x).first(3), static_cast<reduce_op>(7)), config_error);
+}

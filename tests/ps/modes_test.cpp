@@ -1,0 +1,326 @@
+// Consistency modes, update rules, shares and reports of the parameter server.
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <cmath>
+#include <latch>
+#include <random>
+#include <thread>
+#include <utility>
+
+#include "ps/harness.hpp"
+#include "support/random.hpp"
+
+using namespace greenreduce;
+using test::endpoint;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// Worker w's gradient of key k at step t: the same on every run of a seed.
+std::vector<float> grad_of(std::uint64_t seed, int w, std::size_t k, std::uint64_t t,
+                           std::size_t n) {
+  return test::normal_floats(n, seed ^ (static_cast<std::uint64_t>(w) << 40) ^ (k << 20) ^ t);
+}
+
+/// A consistent least-squares problem: rows of A split over W workers, b = A x*.
+struct least_squares {
+  std::size_t d = 6, rows_per_worker = 12;
+  std::vector<std::vector<float>> A, b;  // per worker, row-major
+  std::vector<float> x_star;
+
+  least_squares(int W, std::uint64_t seed) {
+    std::mt19937_64 gen(seed);
+    std::normal_distribution<float> nd;
+    x_star.resize(d);
+    for (auto& v : x_star) v = nd(gen);
+    for (int w = 0; w < W; ++w) {
+      std::vector<float> a(rows_per_worker * d), bb(rows_per_worker);
+      for (auto& v : a) v = nd(gen);
+      for (std::size_t r = 0; r < rows_per_worker; ++r) {
+        float s = 0;
+        for (std::size_t c = 0; c < d; ++c) s += a[r * d + c] * x_star[c];
+        bb[r] = s;
+      }
+      A.push_back(a);
+      b.push_back(bb);
+    }
+  }
+  /// Gradient of (1/2m)||A_w x - b_w||^2.
+  std::vector<float> grad(int w, const std::vector<float>& x) const {
+    std::vector<float> g(d, 0.0F);
+    const auto& a = A[static_cast<std::size_t>(w)];
+    for (std::size_t r = 0; r < rows_per_worker; ++r) {
+      float res = -b[static_cast<std::size_t>(w)][r];
+      for (std::size_t c = 0; c < d; ++c) res += a[r * d + c] * x[c];
+      for (std::size_t c = 0; c < d; ++c)
+        g[c] += res * a[r * d + c] / static_cast<float>(rows_per_worker);
+    }
+    return g;
+  }
+};
+
+/// Runs the least-squares problem split into two keys ("x0", "x1") on S=2
+/// servers; returns the final x and the largest staleness the servers saw.
+std::pair<std::vector<float>, std::uint32_t> solve(ps::consistency mode, int W, int steps,
+                                                   std::uint64_t seed) {
+  const least_squares ls(W, seed);
+  const std::vector<ps::key_spec> keys{{"x0", 3}, {"x1", 3}};
+  const int S = 2;
+  ps::ps_options opt;
+  opt.mode = mode;
+  opt.timeout = 5000ms;
+  test::mailbox_world world(S + W);
+  std::vector<float> x(6);
+  std::atomic<std::uint32_t> max_stale{0};
+  // started[w]: the highest step whose push worker w has begun (+1).
+  std::vector<std::atomic<std::uint64_t>> started(static_cast<std::size_t>(W));
+  for (auto& s : started) s = 0;
+  std::atomic<bool> bound_broken{false};
+  test::run_ranks(
+      world, S, S + W,
+      [&](endpoint& t) {
+        ps::server<endpoint> srv(t, ps::roles(S, S + W), keys, ps::sgd(0.2F), opt);
+        srv.run();
+        max_stale = std::max(max_stale.load(), srv.stats().max_staleness);
+      },
+      [&](endpoint& t) {
+        ps::worker<endpoint> wk(t, ps::roles(S, S + W), keys);
+        const int w = wk.index();
+        std::vector<float> x0(3), x1(3), xx(6);
+        for (int step = 0; step < steps; ++step) {
+          wk.pull("x0", x0);
+          wk.pull("x1", x1);
+          std::copy(x0.begin(), x0.end(), xx.begin());
+          std::copy(x1.begin(), x1.end(), xx.begin() + 3);
+          const auto g = ls.grad(w, xx);
+          if (w == 0 && step % 7 == 0) std::this_thread::sleep_for(1ms);  // a straggler
+          started[static_cast<std::size_t>(w)] = static_cast<std::uint64_t>(step) + 1;
+          wk.push("x0", std::span(g).first(3));
+          wk.push("x1", std::span(g).subspan(3));
+          if (mode.mode == ps::consistency::kind::bounded_staleness) {
+            // Released from step `step`: every worker has begun step - s.
+            for (const auto& st : started)
+              if (st.load() + mode.staleness < static_cast<std::uint64_t>(step) + 1)
+                bound_broken = true;
+          }
+        }
+        if (w == 0) {
+          wk.pull("x0", x0);
+          wk.pull("x1", x1);
+          std::copy(x0.begin(), x0.end(), x.begin());
+          std::copy(x1.begin(), x1.end(), x.begin() + 3);
+        }
+      });
+  CHECK_FALSE(bound_broken);
+  float err = 0;
+  for (std::size_t c = 0; c < 6; ++c) err = std::max(err, std::abs(x[c] - ls.x_star[c]));
+  INFO("mode " << mode.to_string() << " max |x - x*| = " << err);
+  CHECK(err < 2e-3F);
+  return {x, max_stale.load()};
+}
+
+}  // namespace
+
+TEST_CASE("ps sync: equals single-process momentum SGD on the same gradients", "[ps][sync]") {
+  const std::uint64_t seed = test::seed(10);
+  const int S = 2, W = 3, steps = 6;
+  const std::vector<ps::key_spec> keys{
+      {"w1", 257}, {"b1", 3}, {"w2", 100}, {"one", 1}, {"empty", 0}};
+  const float lr = 0.05F, mom = 0.9F;
+  // Reference.
+  std::vector<std::vector<float>> ref(keys.size()), vel(keys.size());
+  for (std::size_t k = 0; k < keys.size(); ++k) {
+    ref[k] = test::normal_floats(keys[k].length, seed + 99 + k);
+    vel[k].assign(keys[k].length, 0.0F);
+  }
+  const auto init = ref;
+  for (int t = 0; t < steps; ++t)
+    for (std::size_t k = 0; k < keys.size(); ++k) {
+      std::vector<float> g(keys[k].length, 0.0F);
+      for (int w = 0; w < W; ++w) {
+        const auto gw = grad_of(seed, w, k, static_cast<std::uint64_t>(t), keys[k].length);
+        for (std::size_t i = 0; i < g.size(); ++i) g[i] += gw[i];
+      }
+      for (std::size_t i = 0; i < g.size(); ++i) {
+        vel[k][i] = mom * vel[k][i] + g[i] / static_cast<float>(W);
+        ref[k][i] -= lr * vel[k][i];
+      }
+    }
+  test::mailbox_world world(S + W);
+  std::mutex m;
+  std::vector<std::vector<std::vector<float>>> pulled(static_cast<std::size_t>(W));
+  std::vector<ps::server_stats> stats(static_cast<std::size_t>(S));
+  test::run_ranks(
+      world, S, S + W,
+      [&](endpoint& t) {
+        ps::server<endpoint> srv(t, ps::roles(S, S + W), keys, ps::sgd(lr, mom));
+        for (std::size_t k : srv.layout().keys_of[static_cast<std::size_t>(t.rank())])
+          srv.init(keys[k].name, init[k]);
+        srv.run();
+        std::lock_guard lock(m);
+        stats[static_cast<std::size_t>(t.rank())] = srv.stats();
+      },
+      [&](endpoint& t) {
+        ps::worker<endpoint> wk(t, ps::roles(S, S + W), keys);
+        const int w = wk.index();
+        std::vector<char> contacted(S, 0);
+        auto first_contact = [&](std::size_t k) {
+          const auto s = static_cast<std::size_t>(wk.layout().owner[k]);
+          return !std::exchange(contacted[s], 1);
+        };
+        for (int step = 0; step < steps; ++step)
+          for (std::size_t k = 0; k < keys.size(); ++k) {
+            const auto g = grad_of(seed, w, k, static_cast<std::uint64_t>(step), keys[k].length);
+            const auto rep = wk.push(keys[k].name, g);
+            CHECK(rep.op == "push");
+            CHECK(rep.algo == "ps");
+            CHECK(rep.codec == "none");
+            CHECK(rep.raw_bytes == 4 * keys[k].length);
+            // The first request to a server also carries the hello exchange.
+            const std::uint64_t hello = step == 0 && first_contact(k) ? 1 : 0;
+            CHECK(rep.bytes_sent == ps::request_header_bytes + frame_header_bytes +
+                                        4 * keys[k].length + hello * ps::request_header_bytes);
+            CHECK(rep.bytes_received == ps::reply_header_bytes * (1 + hello));
+            CHECK(rep.memory_bytes == codec::none{}.encode_work(keys[k].length).memory_bytes);
+            CHECK(rep.seconds >= 0);
+          }
+        std::vector<std::vector<float>> mine;
+        for (const auto& key : keys) {
+          std::vector<float> p(key.length);
+          const auto rep = wk.pull(key.name, p);
+          CHECK(rep.op == "pull");
+          CHECK(rep.bytes_received == ps::reply_header_bytes + frame_header_bytes + 4 * key.length);
+          mine.push_back(p);
+        }
+        pulled[static_cast<std::size_t>(w)] = mine;
+      });
+  for (int w = 0; w < W; ++w)
+    for (std::size_t k = 0; k < keys.size(); ++k)
+      for (std::size_t i = 0; i < keys[k].length; ++i) {
+        const float got = pulled[static_cast<std::size_t>(w)][k][i];
+        INFO("worker " << w << " key " << keys[k].name << " element " << i << " seed " << seed);
+        REQUIRE(std::abs(got - ref[k][i]) <= 1e-5F * (1.0F + std::abs(ref[k][i])));
+      }
+  std::uint64_t updates = 0;
+  for (const auto& s : stats) {
+    updates += s.updates;
+    CHECK(s.rejected == 0);
+    CHECK(s.dropped.empty());
+  }
+  CHECK(updates == steps * keys.size());
+}
+
+TEST_CASE("ps async: converges to the least-squares optimum", "[ps][async]") {
+  solve(ps::consistency::async(), 3, 400, test::seed(11));
+}
+
+TEST_CASE("ps ssp: converges and never exceeds the staleness bound", "[ps][ssp]") {
+  for (std::uint32_t s : {1U, 3U}) {
+    const auto [x, stale] =
+        solve(ps::consistency::bounded_staleness(s), 3, 400, test::seed(12 + s));
+    INFO("staleness bound " << s);
+    CHECK(stale <= s);
+  }
+  // s = 0 is sync, which averages: same optimum.
+  solve(ps::consistency::parse("ssp:0"), 2, 400, test::seed(15));
+}
+
+TEST_CASE("ps shares: follow the workers' measured throughput", "[ps][shares]") {
+  const int S = 1, W = 3, steps = 12;
+  const std::vector<ps::key_spec> keys{{"p", 16}};
+  test::mailbox_world world(S + W);
+  ps::ps_options opt;
+  opt.mode = ps::consistency::async();
+  std::vector<std::vector<double>> seen(static_cast<std::size_t>(W));
+  std::latch all_pushed(W), all_pushed_twice(W);
+  test::run_ranks(
+      world, S, S + W,
+      [&](endpoint& t) {
+        ps::server<endpoint> srv(t, ps::roles(S, S + W), keys, ps::sgd(0.01F), opt);
+        srv.run();
+      },
+      [&](endpoint& t) {
+        ps::worker<endpoint> wk(t, ps::roles(S, S + W), keys);
+        const int w = wk.index();
+        wk.set_samples(32);
+        const std::vector<float> g(16, 0.0F);
+        const auto initial = wk.shares();
+        for (double s : initial) CHECK(s == Approx(1.0 / W));
+        for (int step = 0; step < steps; ++step) {
+          // Injected slowdown: worker w computes (w + 1) times longer.
+          std::this_thread::sleep_for(std::chrono::milliseconds(4 * (w + 1)));
+          wk.push("p", g);
+        }
+        all_pushed.arrive_and_wait();
+        seen[static_cast<std::size_t>(w)] = wk.shares();
+        all_pushed_twice.arrive_and_wait();  // nobody leaves before everyone asked
+      });
+  // Rates are 1 : 1/2 : 1/3, so shares 6/11, 3/11, 2/11.
+  const auto& sh = seen[2];
+  INFO("shares " << sh[0] << " " << sh[1] << " " << sh[2]);
+  CHECK(sh[0] + sh[1] + sh[2] == Approx(1.0));
+  CHECK(sh[0] > sh[1]);
+  CHECK(sh[1] > sh[2]);
+  CHECK(sh[0] / sh[2] == Approx(3.0).epsilon(0.35));
+  CHECK(sh[0] / sh[1] == Approx(2.0).epsilon(0.35));
+}
+
+TEST_CASE("ps: encoded pull and pushes with another codec", "[ps][codec]") {
+  const int S = 1, W = 2;
+  const std::vector<ps::key_spec> keys{{"p", 33}};
+  const auto init = test::normal_floats(33, test::seed(20));
+  test::mailbox_world world(S + W);
+  ps::worker_options wo;
+  wo.encoded_pull = true;
+  test::run_ranks(
+      world, S, S + W,
+      [&](endpoint& t) {
+        ps::server<endpoint, test::doubled, test::doubled> srv(t, ps::roles(S, S + W), keys,
+                                                               ps::sgd(0.5F));
+        srv.init("p", init);
+        srv.run();
+      },
+      [&](endpoint& t) {
+        ps::worker<endpoint, test::doubled, test::doubled> wk(t, ps::roles(S, S + W), keys, wo);
+        std::vector<float> p(33);
+        const auto r = wk.pull("p", p);
+        CHECK(r.codec == "doubled");
+        CHECK(p == init);
+        const std::vector<float> g(33, 1.0F);
+        CHECK(wk.push("p", g).codec == "doubled");
+        wk.pull("p", p);
+        for (std::size_t i = 0; i < 33; ++i) CHECK(p[i] == Approx(init[i] - 0.5F));
+      });
+}
+
+TEST_CASE("ps: error feedback keeps a lossy codec's error bounded", "[ps][codec]") {
+  // A constant gradient of 0.3 sent with a 1/8-step codec: without the
+  // residual every push sends 0.25; with it the sum tracks 0.3 * steps.
+  const int S = 1, W = 1, steps = 40;
+  const std::vector<ps::key_spec> keys{{"p", 5}};
+  for (bool ef : {true, false}) {
+    test::mailbox_world world(S + W);
+    ps::worker_options wo;
+    wo.error_feedback = ef;
+    std::vector<float> p(5);
+    test::run_ranks(
+        world, S, S + W,
+        [&](endpoint& t) {
+          ps::server<endpoint, test::coarse> srv(t, ps::roles(S, S + W), keys, ps::sgd(1.0F));
+          srv.run();
+        },
+        [&](endpoint& t) {
+          ps::worker<endpoint, test::coarse> wk(t, ps::roles(S, S + W), keys, wo);
+          const std::vector<float> g(5, 0.3F);
+          for (int i = 0; i < steps; ++i) wk.push("p", g);
+          wk.pull("p", p);
+        });
+    const float want = -0.3F * steps;
+    INFO("error feedback " << ef << ": " << p[0] << " vs " << want);
+    if (ef)
+      CHECK(std::abs(p[0] - want) <= 0.0625F + 1e-4F);
+    else
+      CHECK(std::abs(p[0] - want) > 1.0F);
+  }
+}
