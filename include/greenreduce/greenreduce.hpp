@@ -18,8 +18,16 @@
 // kernels and codecs
 #include "greenreduce/codec/checks.hpp"
 #include "greenreduce/codec/concept.hpp"
+#include "greenreduce/codec/error_feedback.hpp"
 #include "greenreduce/codec/none.hpp"
+#include "greenreduce/codec/randomk.hpp"
+#include "greenreduce/codec/sign.hpp"
+#include "greenreduce/codec/ternary.hpp"
+#include "greenreduce/codec/topk.hpp"
 #include "greenreduce/kernels/copy.hpp"
+#include "greenreduce/kernels/random_bits.hpp"
+#include "greenreduce/kernels/ternary.hpp"
+#include "greenreduce/kernels/topk.hpp"
 
 // transports
 #include "greenreduce/transport/concept.hpp"
