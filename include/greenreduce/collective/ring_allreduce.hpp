@@ -50,6 +50,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -72,6 +73,7 @@
 #include "greenreduce/core/error.hpp"
 #include "greenreduce/core/report.hpp"
 #include "greenreduce/core/rng.hpp"
+#include "greenreduce/kernels/copy.hpp"
 #include "greenreduce/transport/concept.hpp"
 
 namespace greenreduce::collective {
@@ -218,7 +220,11 @@ class ring_allreduce {
         (max_count + static_cast<std::size_t>(p_) - 1) / static_cast<std::size_t>(p_);
     smax_ = (max_chunk + seg_ - 1) / seg_;
     enc_cap_ = codec_.max_encoded_bytes(std::min(seg_, max_chunk));
-    if (p_ > 1) {
+    if (p_ > 1 && raw_path) {
+      raw_slot_bytes_ = std::min(seg_, max_chunk) * sizeof(float);
+      recv_slots_.resize(2 * raw_slot_bytes_);
+      if (opts_.keep_input) backup_.resize(max_count);
+    } else if (p_ > 1) {
       send_slots_.resize(2 * enc_cap_);
       recv_slots_.resize(2 * enc_cap_);
       ring_k_ = smax_ + 5;
@@ -465,7 +471,73 @@ class ring_allreduce {
       if (s) t_.wait(*s);
   }
 
+  // fp32 on a little-endian host: messages are the data's own bytes, sent from
+  // and (in the allgather) received into `data`, with no frame and no copy.
+  static constexpr bool raw_path =
+      std::is_same_v<Codec, codec::none> && std::endian::native == std::endian::little;
+
+  void expect_length(std::size_t got, std::size_t count) const {
+    if (got != count * sizeof(float))
+      throw peer_error(detail::str("ring_allreduce on rank ", r_, ": fp32 segment from rank ",
+                                   ring_detail::mod(r_ - 1, p_), " has ", got, " bytes, expected ",
+                                   count * sizeof(float)));
+  }
+
+  void run_ring_raw(std::span<float> data, reduce_op op, codec::work& w) {
+    const std::size_t n = data.size();
+    auto bytes = [&](const piece& pc) {
+      return std::as_writable_bytes(data.subspan(pc.offset, pc.count));
+    };
+    sends_.clear();
+    recvs_.clear();
+    for (int s = 0; s + 1 < p_; ++s) {
+      add_pieces(sends_, ring_detail::chunk(n, p_, ring_detail::mod(r_ - s, p_)));
+      add_pieces(recvs_, ring_detail::chunk(n, p_, ring_detail::mod(r_ - s - 1, p_)));
+    }
+    pipeline(
+        sends_.size(), recvs_.size(), segments(ring_detail::chunk(n, p_, r_).count),
+        [&](std::size_t i) { return std::span<const std::byte>(bytes(sends_[i])); },
+        [&](std::size_t j) {
+          return std::span<std::byte>(recv_slots_)
+              .subspan((j % 2) * raw_slot_bytes_, raw_slot_bytes_);
+        },
+        [&](std::size_t j, std::span<const std::byte> msg) {
+          expect_length(msg.size(), recvs_[j].count);
+          w += codec_.decode_work(recvs_[j].count);
+          kernels::add_from_le(msg.data(), data.subspan(recvs_[j].offset, recvs_[j].count));
+        });
+    const piece owned = ring_detail::chunk(n, p_, ring_detail::mod(r_ + 1, p_));
+    if (op == reduce_op::average) {
+      const float fp = static_cast<float>(p_);
+      for (float& x : data.subspan(owned.offset, owned.count)) x /= fp;
+      w += codec::work{8 * owned.count, owned.count};
+    }
+    sends_.clear();
+    recvs_.clear();
+    for (int s = 0; s + 1 < p_; ++s) {
+      if (s == 0) add_pieces(sends_, owned);
+      add_pieces(recvs_, ring_detail::chunk(n, p_, ring_detail::mod(r_ - s, p_)));
+    }
+    const std::size_t lag = sends_.size();
+    const std::size_t nsend =
+        recvs_.size() - segments(ring_detail::chunk(n, p_, ring_detail::mod(r_ + 2, p_)).count) +
+        lag;
+    pipeline(
+        nsend, recvs_.size(), lag,
+        [&](std::size_t i) {
+          return std::span<const std::byte>(bytes(i < lag ? sends_[i] : recvs_[i - lag]));
+        },
+        [&](std::size_t j) { return bytes(recvs_[j]); },
+        [&](std::size_t j, std::span<const std::byte> msg) {
+          expect_length(msg.size(), recvs_[j].count);
+        });
+  }
+
   void run_ring(std::span<float> data, reduce_op op, codec::work& w) {
+    if constexpr (raw_path) {
+      run_ring_raw(data, op, w);
+      return;
+    }
     const std::size_t n = data.size();
     auto sub = [&](const piece& pc) { return data.subspan(pc.offset, pc.count); };
 
@@ -590,6 +662,7 @@ class ring_allreduce {
   std::size_t smax_ = 0;
   std::size_t enc_cap_ = 0;
   std::size_t ring_k_ = 0;
+  std::size_t raw_slot_bytes_ = 0;
   allgather<Transport> agree_ag_;
   rng rng_;
   byte_buffer send_slots_, recv_slots_, ag_slots_, sparse_frame_;
