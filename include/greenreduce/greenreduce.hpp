@@ -31,6 +31,9 @@
 
 // transports
 #include "greenreduce/transport/concept.hpp"
+#include "greenreduce/transport/rendezvous.hpp"
+#include "greenreduce/transport/store.hpp"
+#include "greenreduce/transport/tcp.hpp"
 
 // energy
 #include "greenreduce/energy/csv.hpp"

@@ -54,13 +54,18 @@ inline std::map<std::string, std::string> launcher_env(const std::string& launch
   if (launcher == "torchrun")
     return {{"RANK", r}, {"WORLD_SIZE", n}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", p}};
   if (launcher == "openmpi")
-    return {{"OMPI_COMM_WORLD_RANK", r}, {"OMPI_COMM_WORLD_SIZE", n},
-            {"GREENREDUCE_MASTER_ADDR", "127.0.0.1"}, {"GREENREDUCE_MASTER_PORT", p}};
+    return {{"OMPI_COMM_WORLD_RANK", r},
+            {"OMPI_COMM_WORLD_SIZE", n},
+            {"GREENREDUCE_MASTER_ADDR", "127.0.0.1"},
+            {"GREENREDUCE_MASTER_PORT", p}};
   if (launcher == "pmi")
     return {{"PMI_RANK", r}, {"PMI_SIZE", n}, {"MASTER_ADDR", "localhost"}, {"MASTER_PORT", p}};
   // srun: also pin the interface by name
-  return {{"SLURM_PROCID", r}, {"SLURM_NTASKS", n}, {"GREENREDUCE_MASTER_ADDR", "127.0.0.1"},
-          {"GREENREDUCE_MASTER_PORT", p}, {"GREENREDUCE_SOCKET_IFNAME", "lo"}};
+  return {{"SLURM_PROCID", r},
+          {"SLURM_NTASKS", n},
+          {"GREENREDUCE_MASTER_ADDR", "127.0.0.1"},
+          {"GREENREDUCE_MASTER_PORT", p},
+          {"GREENREDUCE_SOCKET_IFNAME", "lo"}};
 }
 
 /// Throws std::runtime_error(msg) unless `ok` (children do not use Catch).
@@ -77,8 +82,9 @@ class rank_group {
     void operator()(std::string text) {
       for (char& c : text)
         if (c == '\n') c = ' ';
-      const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                          mono::now().time_since_epoch()).count();
+      const auto ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(mono::now().time_since_epoch())
+              .count();
       const std::string line = std::to_string(ns) + " " + text + "\n";
       std::size_t off = 0;
       while (off < line.size()) {

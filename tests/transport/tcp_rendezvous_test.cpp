@@ -17,47 +17,65 @@ using greenreduce::test::what_has;
 using vars = std::map<std::string, std::string>;
 
 namespace {
-grt::world_info world(vars v) { return grt::world_from_env(gr::env_source::from_map(std::move(v))); }
+grt::world_info world(vars v) {
+  return grt::world_from_env(gr::env_source::from_map(std::move(v)));
+}
 grt::tcp_options options(vars v) {
   return grt::tcp_options::from_env(gr::env_source::from_map(std::move(v)));
 }
 }  // namespace
 
 TEST_CASE("rendezvous: each launcher's variables", "[transport][rendezvous]") {
-  auto w = world({{"RANK", "2"}, {"WORLD_SIZE", "4"}, {"MASTER_ADDR", "10.0.0.1"},
-                  {"MASTER_PORT", "29500"}});
+  auto w = world(
+      {{"RANK", "2"}, {"WORLD_SIZE", "4"}, {"MASTER_ADDR", "10.0.0.1"}, {"MASTER_PORT", "29500"}});
   CHECK(w.launcher == "torchrun");
   CHECK(w.rank == 2);
   CHECK(w.size == 4);
   CHECK(w.master_addr == "10.0.0.1");
   CHECK(w.master_port == 29500);
 
-  w = world({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "3"},
-             {"GREENREDUCE_MASTER_ADDR", "h0"}, {"GREENREDUCE_MASTER_PORT", "1234"}});
+  w = world({{"OMPI_COMM_WORLD_RANK", "1"},
+             {"OMPI_COMM_WORLD_SIZE", "3"},
+             {"GREENREDUCE_MASTER_ADDR", "h0"},
+             {"GREENREDUCE_MASTER_PORT", "1234"}});
   CHECK(w.launcher == "openmpi");
   CHECK(w.rank == 1);
   CHECK(w.size == 3);
   CHECK(w.master_addr == "h0");
 
-  w = world({{"PMI_RANK", "0"}, {"PMI_SIZE", "2"}, {"MASTER_ADDR", "m"}, {"MASTER_PORT", "7"},
-             {"GREENREDUCE_MASTER_ADDR", "ignored"}, {"GREENREDUCE_MASTER_PORT", "8"}});
+  w = world({{"PMI_RANK", "0"},
+             {"PMI_SIZE", "2"},
+             {"MASTER_ADDR", "m"},
+             {"MASTER_PORT", "7"},
+             {"GREENREDUCE_MASTER_ADDR", "ignored"},
+             {"GREENREDUCE_MASTER_PORT", "8"}});
   CHECK(w.launcher == "pmi");
   CHECK(w.master_addr == "m");  // MASTER_* wins over GREENREDUCE_MASTER_*
   CHECK(w.master_port == 7);
 
-  w = world({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"GREENREDUCE_MASTER_ADDR", "n1"},
+  w = world({{"SLURM_PROCID", "5"},
+             {"SLURM_NTASKS", "8"},
+             {"GREENREDUCE_MASTER_ADDR", "n1"},
              {"GREENREDUCE_MASTER_PORT", "9"}});
   CHECK(w.launcher == "slurm");
   CHECK(w.rank == 5);
   CHECK(w.size == 8);
 
   // Order: torchrun before Open MPI before PMI before Slurm.
-  w = world({{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}, {"PMI_RANK", "0"}, {"PMI_SIZE", "2"},
-             {"MASTER_ADDR", "m"}, {"MASTER_PORT", "7"}});
+  w = world({{"SLURM_PROCID", "1"},
+             {"SLURM_NTASKS", "2"},
+             {"PMI_RANK", "0"},
+             {"PMI_SIZE", "2"},
+             {"MASTER_ADDR", "m"},
+             {"MASTER_PORT", "7"}});
   CHECK(w.launcher == "pmi");
   CHECK(w.rank == 0);
-  w = world({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"}, {"RANK", "0"},
-             {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "m"}, {"MASTER_PORT", "7"}});
+  w = world({{"OMPI_COMM_WORLD_RANK", "1"},
+             {"OMPI_COMM_WORLD_SIZE", "2"},
+             {"RANK", "0"},
+             {"WORLD_SIZE", "2"},
+             {"MASTER_ADDR", "m"},
+             {"MASTER_PORT", "7"}});
   CHECK(w.launcher == "torchrun");
 
   // A world of one needs no master.
@@ -93,7 +111,8 @@ TEST_CASE("rendezvous: malformed or missing values name the variable", "[transpo
                        what_has("OMPI_COMM_WORLD_RANK is not set"));
   CHECK_THROWS_MATCHES(world({{"PMI_RANK", "x1"}, {"PMI_SIZE", "2"}}), gr::config_error,
                        what_has("PMI_RANK"));
-  CHECK_THROWS_MATCHES(world({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"},
+  CHECK_THROWS_MATCHES(world({{"SLURM_PROCID", "0"},
+                              {"SLURM_NTASKS", "2"},
                               {"GREENREDUCE_MASTER_ADDR", "h"},
                               {"GREENREDUCE_MASTER_PORT", "port"}}),
                        gr::config_error, what_has("GREENREDUCE_MASTER_PORT=\"port\""));
@@ -148,8 +167,8 @@ TEST_CASE("rendezvous: interfaces and addresses", "[transport][rendezvous]") {
 }
 
 TEST_CASE("tcp: a world of one needs no network and has no peers", "[transport][tcp]") {
-  auto t = grt::tcp::from_env(gr::env_source::from_map({{"SLURM_PROCID", "0"},
-                                                        {"SLURM_NTASKS", "1"}}));
+  auto t =
+      grt::tcp::from_env(gr::env_source::from_map({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}}));
   CHECK(t.rank() == 0);
   CHECK(t.size() == 1);
   std::vector<std::byte> b(4);

@@ -17,7 +17,9 @@ using greenreduce::test::what_has;
 using namespace std::chrono_literals;
 
 namespace {
-sp::request_header parse(std::array<std::byte, sp::header_bytes> b) { return sp::parse_request(b); }
+sp::request_header parse(std::array<std::byte, sp::header_bytes> b) {
+  return sp::parse_request(b);
+}
 }  // namespace
 
 TEST_CASE("store: request headers are validated", "[transport][store]") {

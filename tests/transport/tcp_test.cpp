@@ -40,8 +40,8 @@ void check_message(std::uint64_t seed, int src, int dst, int k, std::span<const 
                                    ", expected ", n));
   for (std::size_t i = 0; i < n; ++i)
     if (got[i] != pattern(seed, src, dst, k, i))
-      throw std::runtime_error(gr::detail::str("message ", k, " from ", src, " to ", dst,
-                                               ": byte ", i, " differs"));
+      throw std::runtime_error(
+          gr::detail::str("message ", k, " from ", src, " to ", dst, ": byte ", i, " differs"));
 }
 
 // Length of message k between src and dst: 0, small, odd, a few hundred KiB.
@@ -135,8 +135,8 @@ TEST_CASE("tcp: 64 MB both ways at once does not deadlock", "[transport][tcp]") 
   const auto port = greenreduce::test::free_port();
   constexpr std::size_t n = 64u << 20;
   rank_group g(2, [&](int rank, rank_group::reporter&) {
-    auto t = grt::tcp::from_env(
-        greenreduce::env_source::from_map(greenreduce::test::launcher_env("torchrun", rank, 2, port)));
+    auto t = grt::tcp::from_env(greenreduce::env_source::from_map(
+        greenreduce::test::launcher_env("torchrun", rank, 2, port)));
     const int peer = 1 - rank;
     auto out = message(seed, rank, peer, 0, n);
     std::vector<std::byte> in(n);
@@ -154,8 +154,8 @@ TEST_CASE("tcp: a message longer than the posted buffer is a peer_error, then un
           "[transport][tcp]") {
   const auto port = greenreduce::test::free_port();
   rank_group g(2, [&](int rank, rank_group::reporter& report) {
-    auto t = grt::tcp::from_env(
-        greenreduce::env_source::from_map(greenreduce::test::launcher_env("torchrun", rank, 2, port)));
+    auto t = grt::tcp::from_env(greenreduce::env_source::from_map(
+        greenreduce::test::launcher_env("torchrun", rank, 2, port)));
     if (rank == 0) {
       std::vector<std::byte> out(1000);
       t.send(1, out);
@@ -291,8 +291,10 @@ TEST_CASE("tcp: strangers on the listening and store ports are dropped; the job 
       INFO("rank " << r << ": " << (lines[r] ? lines[r]->text : "<no report>"));
       REQUIRE(lines[r]);
       if (r == 0) CHECK(lines[r]->text.rfind("dropped ", 0) == 0);
-      if (r == 0) CHECK(std::stoi(lines[r]->text.substr(8)) >= 2);
-      else CHECK(lines[r]->text == "ok");
+      if (r == 0)
+        CHECK(std::stoi(lines[r]->text.substr(8)) >= 2);
+      else
+        CHECK(lines[r]->text == "ok");
     }
   }
   ::close(go[1]);

@@ -40,9 +40,9 @@ namespace greenreduce::transport {
 struct world_info {
   int rank = 0;
   int size = 1;
-  std::string master_addr;   ///< host name or IPv4 address of rank 0's store
+  std::string master_addr;  ///< host name or IPv4 address of rank 0's store
   std::uint16_t master_port = 0;
-  std::string launcher;      ///< "torchrun", "openmpi", "pmi", "slurm" or "explicit"
+  std::string launcher;  ///< "torchrun", "openmpi", "pmi", "slurm" or "explicit"
 };
 
 namespace detail {
@@ -59,8 +59,8 @@ inline void read_rank_size(const env_source& env, const char* rank_var, const ch
   w.size = static_cast<int>(env_int(env, size_var, 1, 1, 65535));
   w.rank = static_cast<int>(env_int(env, rank_var, 0, 0, 65534));
   if (w.rank >= w.size)
-    throw config_error(str(rank_var, "=", w.rank, " is invalid: expected a rank below ", size_var,
-                           "=", w.size));
+    throw config_error(
+        str(rank_var, "=", w.rank, " is invalid: expected a rank below ", size_var, "=", w.size));
 }
 
 /// MASTER_ADDR/MASTER_PORT or, when neither is set, the GREENREDUCE_ pair.
@@ -149,9 +149,9 @@ inline std::string interface_ipv4(const std::string& ifname) {
   }
   ::freeifaddrs(list);
   if (!found)
-    throw config_error(detail::str("GREENREDUCE_SOCKET_IFNAME=\"", ifname, "\" is invalid: ",
-                                   exists ? "the interface has no IPv4 address"
-                                          : "no such interface on this host"));
+    throw config_error(detail::str(
+        "GREENREDUCE_SOCKET_IFNAME=\"", ifname, "\" is invalid: ",
+        exists ? "the interface has no IPv4 address" : "no such interface on this host"));
   return *found;
 }
 

@@ -125,13 +125,12 @@ inline std::array<std::byte, header_bytes> encode_request(const request_header& 
 inline request_header parse_request(std::span<const std::byte, header_bytes> b) {
   const auto magic = load_le<std::uint32_t>(b.data());
   if (magic != request_magic)
-    throw decode_error(detail::str("store request: bad magic 0x", std::hex, magic,
-                                   " (expected 0x", request_magic, ")"));
+    throw decode_error(detail::str("store request: bad magic 0x", std::hex, magic, " (expected 0x",
+                                   request_magic, ")"));
   const auto kind = static_cast<std::uint8_t>(b[4]);
   if (kind != static_cast<std::uint8_t>(op::set) && kind != static_cast<std::uint8_t>(op::get))
     throw decode_error(detail::str("store request: unknown op ", int{kind}, " (expected 1 or 2)"));
-  if (b[5] != std::byte{0})
-    throw decode_error("store request: reserved byte 5 must be zero");
+  if (b[5] != std::byte{0}) throw decode_error("store request: reserved byte 5 must be zero");
   request_header h;
   h.kind = static_cast<op>(kind);
   h.key_len = load_le<std::uint16_t>(b.data() + 6);
@@ -143,8 +142,8 @@ inline request_header parse_request(std::span<const std::byte, header_bytes> b) 
     throw decode_error(detail::str("store request: value length ", h.value_len,
                                    " exceeds the bound ", store_limits::max_value_bytes));
   if (h.kind == op::get && h.value_len != 0)
-    throw decode_error(detail::str("store request: get carries ", h.value_len,
-                                   " value bytes (expected 0)"));
+    throw decode_error(
+        detail::str("store request: get carries ", h.value_len, " value bytes (expected 0)"));
   return h;
 }
 
@@ -172,7 +171,7 @@ inline std::array<std::byte, header_bytes> encode_reply(status s, std::uint32_t 
 
 /// Options of a store server.
 struct store_server_options {
-  std::size_t max_connections = 64;                ///< more are closed on accept
+  std::size_t max_connections = 64;               ///< more are closed on accept
   std::chrono::milliseconds idle_timeout{60000};  ///< a request must arrive within this
   std::function<void(const std::string&)> log;    ///< dropped connections; null: stderr
 };
@@ -191,8 +190,8 @@ class store_server {
     acceptor_.set_option(boost::asio::socket_base::reuse_address(true));
     acceptor_.bind(ep, ec);
     if (ec)
-      throw config_error(detail::str("cannot serve the rendezvous store on ", addr, ":", port,
-                                     ": ", ec.message()));
+      throw config_error(detail::str("cannot serve the rendezvous store on ", addr, ":", port, ": ",
+                                     ec.message()));
     acceptor_.listen(static_cast<int>(opts_.max_connections));
     port_ = acceptor_.local_endpoint().port();
     accept();
@@ -234,8 +233,10 @@ class store_server {
   };
 
   void log(const std::string& msg) {
-    if (opts_.log) opts_.log(msg);
-    else std::fprintf(stderr, "[greenreduce store] %s\n", msg.c_str());
+    if (opts_.log)
+      opts_.log(msg);
+    else
+      std::fprintf(stderr, "[greenreduce store] %s\n", msg.c_str());
   }
 
   void drop(const std::shared_ptr<session>& s, const std::string& why) {
@@ -273,28 +274,30 @@ class store_server {
 
   void read_header(const std::shared_ptr<session>& s) {
     arm(s);
-    boost::asio::async_read(
-        s->sock, boost::asio::buffer(s->header), [this, s](boost::system::error_code ec, std::size_t) {
-          if (ec) {
-            s->close();  // a client that hangs up between requests is fine
-            return;
-          }
-          try {
-            s->req = store_protocol::parse_request(s->header);
-          } catch (const decode_error& e) {
-            reject(s, e.what());
-            return;
-          }
-          s->body.resize(std::size_t{s->req.key_len} + s->req.value_len);
-          boost::asio::async_read(s->sock, boost::asio::buffer(s->body),
+    boost::asio::async_read(s->sock, boost::asio::buffer(s->header),
+                            [this, s](boost::system::error_code ec, std::size_t) {
+                              if (ec) {
+                                s->close();  // a client that hangs up between requests is fine
+                                return;
+                              }
+                              try {
+                                s->req = store_protocol::parse_request(s->header);
+                              } catch (const decode_error& e) {
+                                reject(s, e.what());
+                                return;
+                              }
+                              s->body.resize(std::size_t{s->req.key_len} + s->req.value_len);
+                              boost::asio::async_read(
+                                  s->sock, boost::asio::buffer(s->body),
                                   [this, s](boost::system::error_code ec2, std::size_t) {
                                     if (ec2) {
-                                      if (!stopping_) drop(s, "truncated request: " + ec2.message());
+                                      if (!stopping_)
+                                        drop(s, "truncated request: " + ec2.message());
                                       return;
                                     }
                                     handle(s);
                                   });
-        });
+                            });
   }
 
   void handle(const std::shared_ptr<session>& s) {
@@ -405,8 +408,7 @@ class store_client {
       if (auto v = try_get(key)) return *v;
       if (detail::steady::now() + pause >= deadline)
         throw timeout_error(detail::str("store key \"", key, "\" was not set within ",
-                                        timeout.count(), " ms (store at ", addr_, ":", port_,
-                                        ")"));
+                                        timeout.count(), " ms (store at ", addr_, ":", port_, ")"));
       std::this_thread::sleep_for(pause);
       pause = std::min(pause * 2, std::chrono::milliseconds(50));
     }
@@ -454,7 +456,8 @@ class store_client {
     const auto st = static_cast<std::uint8_t>(rh[4]);
     const auto len = load_le<std::uint32_t>(rh.data() + 8);
     if (len > store_limits::max_value_bytes)
-      fail(detail::str("reply of ", len, " bytes exceeds the bound ", store_limits::max_value_bytes));
+      fail(detail::str("reply of ", len, " bytes exceeds the bound ",
+                       store_limits::max_value_bytes));
     std::string v(len, '\0');
     if (len) io_op(false, boost::asio::buffer(v), "reply value");
     if (st == static_cast<std::uint8_t>(store_protocol::status::ok)) return v;

@@ -51,16 +51,16 @@ namespace greenreduce::transport {
 struct tcp_options {
   int rank = 0;
   int size = 1;
-  std::string master_addr;        ///< rank 0 serves the store here (IPv4 or host name)
+  std::string master_addr;  ///< rank 0 serves the store here (IPv4 or host name)
   std::uint16_t master_port = 0;
-  std::string listen_addr;        ///< IPv4 address to listen on; wins over ifname
-  std::string ifname;             ///< else the first IPv4 address of this interface
-                                  ///< else the address that routes to the master
-  std::chrono::milliseconds timeout{30000};          ///< every wait()
+  std::string listen_addr;                   ///< IPv4 address to listen on; wins over ifname
+  std::string ifname;                        ///< else the first IPv4 address of this interface
+                                             ///< else the address that routes to the master
+  std::chrono::milliseconds timeout{30000};  ///< every wait()
   std::chrono::milliseconds connect_timeout{60000};  ///< store + mesh set-up
-  std::size_t socket_buffer_bytes = 0;  ///< SO_SNDBUF/SO_RCVBUF; 0 = kernel autotuning
-  std::size_t max_pending_connections = 32;  ///< accepted but not yet said hello
-  std::function<void(const std::string&)> log;  ///< dropped connections; null: stderr
+  std::size_t socket_buffer_bytes = 0;               ///< SO_SNDBUF/SO_RCVBUF; 0 = kernel autotuning
+  std::size_t max_pending_connections = 32;          ///< accepted but not yet said hello
+  std::function<void(const std::string&)> log;       ///< dropped connections; null: stderr
 
   /// The launcher's world (rendezvous.hpp) plus
   ///   GREENREDUCE_TIMEOUT_MS          per-operation bound, default 30000
@@ -84,7 +84,9 @@ struct tcp_options {
     if (!o.listen_addr.empty()) {
       boost::system::error_code ec;
       boost::asio::ip::make_address_v4(o.listen_addr, ec);
-      if (ec) greenreduce::detail::bad_env("GREENREDUCE_SOCKET_ADDR", o.listen_addr, "a dotted IPv4 address");
+      if (ec)
+        greenreduce::detail::bad_env("GREENREDUCE_SOCKET_ADDR", o.listen_addr,
+                                     "a dotted IPv4 address");
     }
     o.socket_buffer_bytes = static_cast<std::size_t>(
         env_bytes(env, "GREENREDUCE_SOCKET_BUFFER", 0, std::uint64_t{1} << 30));
@@ -133,8 +135,8 @@ class tcp {
     const auto deadline = detail::steady::now() + o.connect_timeout;
     const std::string master = resolve_ipv4(o.master_addr, "master address");
     std::string ip = o.listen_addr;
-    if (ip.empty()) ip = o.ifname.empty() ? route_ipv4_to(master, o.master_port)
-                                          : interface_ipv4(o.ifname);
+    if (ip.empty())
+      ip = o.ifname.empty() ? route_ipv4_to(master, o.master_port) : interface_ipv4(o.ifname);
 
     detail::tcp_engine_options eo;
     eo.rank = o.rank;
@@ -237,9 +239,7 @@ class tcp {
   }
 
   std::uint64_t bytes_sent() const noexcept { return engine_ ? engine_->bytes_sent() : 0; }
-  std::uint64_t bytes_received() const noexcept {
-    return engine_ ? engine_->bytes_received() : 0;
-  }
+  std::uint64_t bytes_received() const noexcept { return engine_ ? engine_->bytes_received() : 0; }
 
  private:
   detail::steady::time_point deadline() const { return detail::steady::now() + timeout_; }
@@ -255,10 +255,10 @@ class tcp {
   std::size_t wait_until(Request& r, detail::steady::time_point d) {
     if (!r.op_) throw config_error("tcp::wait on a request that is empty or already waited");
     auto op = std::move(r.op_);
-    return engine_->wait(op, d,
-                         detail::str(std::is_same_v<Request, send_request> ? "send to rank "
-                                                                           : "recv from rank ",
-                                     op->peer, " (", op->size, " bytes)"));
+    return engine_->wait(
+        op, d,
+        detail::str(std::is_same_v<Request, send_request> ? "send to rank " : "recv from rank ",
+                    op->peer, " (", op->size, " bytes)"));
   }
 
   static std::uint64_t parse_token(const std::string& s) {
@@ -277,8 +277,8 @@ class tcp {
     if (colon != std::string::npos) {
       ip = boost::asio::ip::make_address_v4(s.substr(0, colon), ec);
       auto [p, pec] = std::from_chars(s.data() + colon + 1, s.data() + s.size(), port);
-      if (pec != std::errc() || p != s.data() + s.size() || port == 0) ec = make_error_code(
-          boost::system::errc::invalid_argument);
+      if (pec != std::errc() || p != s.data() + s.size() || port == 0)
+        ec = make_error_code(boost::system::errc::invalid_argument);
     }
     if (colon == std::string::npos || ec)
       throw peer_error(detail::str("rendezvous store holds a malformed address \"", s,

@@ -103,7 +103,8 @@ class tcp_engine {
     const net_tcp::endpoint ep(net::ip::make_address_v4(ip), 0);
     acceptor_.open(ep.protocol());
     acceptor_.bind(ep, ec);
-    if (ec) throw config_error(str("rank ", o_.rank, ": cannot listen on ", ip, ": ", ec.message()));
+    if (ec)
+      throw config_error(str("rank ", o_.rank, ": cannot listen on ", ip, ": ", ec.message()));
     acceptor_.listen(static_cast<int>(o_.max_pending_connections));
     thread_ = std::thread([this] { io_.run(); });
     return str(ip, ":", acceptor_.local_endpoint().port());
@@ -116,8 +117,10 @@ class tcp_engine {
     token_ = token;
     net::post(io_, [this, peers] {
       for (int j = 0; j < o_.rank; ++j) dial(j, peers[static_cast<std::size_t>(j)]);
-      if (o_.rank < o_.size - 1) accept();
-      else close_acceptor();
+      if (o_.rank < o_.size - 1)
+        accept();
+      else
+        close_acceptor();
     });
     std::unique_lock lk(mu_);
     const bool done = cv_.wait_until(lk, deadline, [this] {
@@ -129,10 +132,10 @@ class tcp_engine {
     for (int j = 0; j < o_.size; ++j)
       if (j != o_.rank && !connected_[static_cast<std::size_t>(j)])
         missing += (missing.empty() ? "" : ", ") + std::to_string(j);
-    fail_and_throw(lk, failure::timeout,
-                   str("rank ", o_.rank, ": connection setup did not complete within ",
-                       bound.count(), " ms (GREENREDUCE_CONNECT_TIMEOUT_MS); not connected: rank ",
-                       missing));
+    fail_and_throw(
+        lk, failure::timeout,
+        str("rank ", o_.rank, ": connection setup did not complete within ", bound.count(),
+            " ms (GREENREDUCE_CONNECT_TIMEOUT_MS); not connected: rank ", missing));
   }
 
   std::shared_ptr<tcp_op> post(bool is_send, int peer, std::byte* data, std::size_t size) {
@@ -148,9 +151,9 @@ class tcp_engine {
       if (failure_io_) return;
       auto& c = conns_[static_cast<std::size_t>(op->peer)];
       if (c->bye) {
-        fail(failure::peer, str("rank ", o_.rank, ": ", is_send ? "send to" : "recv from",
-                                " rank ", op->peer, ": rank ", op->peer,
-                                " already closed its transport (goodbye received)"));
+        fail(failure::peer,
+             str("rank ", o_.rank, ": ", is_send ? "send to" : "recv from", " rank ", op->peer,
+                 ": rank ", op->peer, " already closed its transport (goodbye received)"));
         return;
       }
       if (is_send) {
@@ -178,7 +181,9 @@ class tcp_engine {
   }
 
   std::uint64_t bytes_sent() const noexcept { return sent_.load(std::memory_order_relaxed); }
-  std::uint64_t bytes_received() const noexcept { return received_.load(std::memory_order_relaxed); }
+  std::uint64_t bytes_received() const noexcept {
+    return received_.load(std::memory_order_relaxed);
+  }
   std::size_t dropped_connections() const noexcept { return dropped_.load(); }
 
  private:
@@ -204,16 +209,25 @@ class tcp_engine {
   };
 
   void log(const std::string& msg) {
-    if (o_.log) o_.log(msg);
-    else std::fprintf(stderr, "[greenreduce tcp] %s\n", msg.c_str());
+    if (o_.log)
+      o_.log(msg);
+    else
+      std::fprintf(stderr, "[greenreduce tcp] %s\n", msg.c_str());
   }
 
   // --- failure --------------------------------------------------------------
 
+  // `direct`: the caller's operation was pending when the error happened. The
+  // first call to see an error gets the error itself; later calls are told
+  // the transport is unusable and why.
   [[noreturn]] void throw_failure(std::unique_lock<std::mutex>&, bool direct) {
-    if (!direct)
-      throw peer_error(str("rank ", o_.rank, ": transport unusable after an earlier error; "
-                           "build a new one. The error was: ", what_));
+    const bool first = !reported_;
+    reported_ = true;
+    if (!direct && !first)
+      throw peer_error(str("rank ", o_.rank,
+                           ": transport unusable after an earlier error; "
+                           "build a new one. The error was: ",
+                           what_));
     if (failure_ == failure::timeout) throw timeout_error(what_);
     throw peer_error(what_);
   }
@@ -345,8 +359,8 @@ class tcp_engine {
     if (magic == tcp_wire::bye_magic) {
       c->bye = true;
       if (!c->recvs.empty())
-        fail(failure::peer, str("rank ", o_.rank, ": recv from rank ", c->peer, ": rank ",
-                                c->peer, " closed its transport before sending the message"));
+        fail(failure::peer, str("rank ", o_.rank, ": recv from rank ", c->peer, ": rank ", c->peer,
+                                " closed its transport before sending the message"));
       return;
     }
     if (magic != tcp_wire::data_magic || seq != c->rx_seq)
@@ -420,10 +434,9 @@ class tcp_engine {
           boost::system::error_code ignored;
           h->sock.close(ignored);
         });
-        net::async_read(h->sock, net::buffer(h->in),
-                        [this, h](boost::system::error_code rec, std::size_t) {
-                          on_hello_in(h, rec);
-                        });
+        net::async_read(
+            h->sock, net::buffer(h->in),
+            [this, h](boost::system::error_code rec, std::size_t) { on_hello_in(h, rec); });
       }
       accept();
     });
@@ -476,25 +489,25 @@ class tcp_engine {
       }
       h->out = tcp_wire::encode_hello(
           {static_cast<std::uint32_t>(o_.rank), static_cast<std::uint32_t>(o_.size), token_});
-      net::async_write(h->sock, net::buffer(h->out), [this, h](boost::system::error_code wec,
-                                                               std::size_t) {
-        if (failure_io_ || stopping_) return;
-        if (wec) return dial_failed(h, "sending hello: " + wec.message());
-        net::async_read(h->sock, net::buffer(h->in),
-                        [this, h](boost::system::error_code rec, std::size_t) {
-                          if (failure_io_ || stopping_) return;
-                          if (rec) return dial_failed(h, "reading hello: " + rec.message());
-                          try {
-                            const auto in = tcp_wire::parse_hello(
-                                h->in, static_cast<std::uint32_t>(o_.size), token_);
-                            if (static_cast<int>(in.rank) != h->expect)
-                              return dial_failed(h, str("it says it is rank ", in.rank));
-                          } catch (const decode_error& e) {
-                            return dial_failed(h, e.what());
-                          }
-                          install(h, h->expect);
-                        });
-      });
+      net::async_write(
+          h->sock, net::buffer(h->out), [this, h](boost::system::error_code wec, std::size_t) {
+            if (failure_io_ || stopping_) return;
+            if (wec) return dial_failed(h, "sending hello: " + wec.message());
+            net::async_read(
+                h->sock, net::buffer(h->in), [this, h](boost::system::error_code rec, std::size_t) {
+                  if (failure_io_ || stopping_) return;
+                  if (rec) return dial_failed(h, "reading hello: " + rec.message());
+                  try {
+                    const auto in =
+                        tcp_wire::parse_hello(h->in, static_cast<std::uint32_t>(o_.size), token_);
+                    if (static_cast<int>(in.rank) != h->expect)
+                      return dial_failed(h, str("it says it is rank ", in.rank));
+                  } catch (const decode_error& e) {
+                    return dial_failed(h, e.what());
+                  }
+                  install(h, h->expect);
+                });
+          });
     });
   }
 
@@ -546,13 +559,13 @@ class tcp_engine {
       if (!healthy || c->writing || c->bye) continue;
       ++pending;
       tcp_wire::encode_header(c->rx, tcp_wire::bye_magic, c->tx_seq, 0);
-      net::async_write(c->sock, net::buffer(c->rx), [this, c](boost::system::error_code ec,
-                                                              std::size_t) {
-        boost::system::error_code ignored2;
-        if (!ec) c->sock.shutdown(net_tcp::socket::shutdown_send, ignored2);
-        std::lock_guard g(mu_);
-        if (--byes_pending_ == 0) cv_.notify_all();
-      });
+      net::async_write(c->sock, net::buffer(c->rx),
+                       [this, c](boost::system::error_code ec, std::size_t) {
+                         boost::system::error_code ignored2;
+                         if (!ec) c->sock.shutdown(net_tcp::socket::shutdown_send, ignored2);
+                         std::lock_guard g(mu_);
+                         if (--byes_pending_ == 0) cv_.notify_all();
+                       });
     }
     std::lock_guard g(mu_);
     byes_pending_ = pending;
@@ -585,6 +598,7 @@ class tcp_engine {
   std::condition_variable cv_;
   failure failure_ = failure::none;
   std::string what_;
+  bool reported_ = false;
   bool fenced_ = false;
   std::vector<bool> connected_;
   int connected_count_ = 0;

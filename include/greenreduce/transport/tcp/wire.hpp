@@ -51,12 +51,12 @@ inline hello parse_hello(std::span<const std::byte, hello_bytes> b, std::uint32_
                          std::uint64_t token) {
   const auto magic = load_le<std::uint32_t>(b.data());
   if (magic != hello_magic)
-    throw decode_error(detail::str("hello: bad magic 0x", std::hex, magic, " (expected 0x",
-                                   hello_magic, ")"));
+    throw decode_error(
+        detail::str("hello: bad magic 0x", std::hex, magic, " (expected 0x", hello_magic, ")"));
   const auto version = load_le<std::uint16_t>(b.data() + 4);
   if (version != protocol_version)
-    throw decode_error(detail::str("hello: protocol version ", version, " (expected ",
-                                   protocol_version, ")"));
+    throw decode_error(
+        detail::str("hello: protocol version ", version, " (expected ", protocol_version, ")"));
   hello h{load_le<std::uint32_t>(b.data() + 8), load_le<std::uint32_t>(b.data() + 12),
           load_le<std::uint64_t>(b.data() + 16)};
   if (h.token != token) throw decode_error("hello: job token differs (another job?)");
