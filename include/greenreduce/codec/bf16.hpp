@@ -15,12 +15,12 @@
 // Kernels: kernels/half.hpp.
 #pragma once
 
-#include "greenreduce/codec/detail/half_codec.hpp"
+#include "greenreduce/codec/half_codec.hpp"
 
 namespace greenreduce::codec {
 
 /// fp32 -> bfloat16 -> fp32. `codec::bf16{}`; it has no parameters.
-struct bf16 : detail::half_codec<kernels::bf16_format, codec_id::bf16> {};
+struct bf16 : half_codec<kernels::bf16_format, codec_id::bf16> {};
 
 static_assert(codec<bf16>);
 

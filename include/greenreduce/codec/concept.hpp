@@ -27,9 +27,9 @@
 
 #include <cmath>
 #include <concepts>
-#include <initializer_list>
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
 #include <span>
 #include <string_view>
 

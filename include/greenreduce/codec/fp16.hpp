@@ -16,12 +16,12 @@
 // F16C's vcvtps2ph on every instruction set).
 #pragma once
 
-#include "greenreduce/codec/detail/half_codec.hpp"
+#include "greenreduce/codec/half_codec.hpp"
 
 namespace greenreduce::codec {
 
 /// fp32 -> binary16 -> fp32. `codec::fp16{}`; it has no parameters.
-struct fp16 : detail::half_codec<kernels::fp16_format, codec_id::fp16> {};
+struct fp16 : half_codec<kernels::fp16_format, codec_id::fp16> {};
 
 static_assert(codec<fp16>);
 

@@ -1,4 +1,4 @@
-// greenreduce/codec/detail/half_codec.hpp — what codec::fp16 and codec::bf16
+// greenreduce/codec/half_codec.hpp — what codec::fp16 and codec::bf16
 // share: one 16-bit float per element, converted by kernels/half.hpp.
 //
 // Payload: n little-endian 16-bit values (binary16 or bfloat16 bit patterns),
@@ -15,7 +15,7 @@
 #include "greenreduce/codec/concept.hpp"
 #include "greenreduce/kernels/half.hpp"
 
-namespace greenreduce::codec::detail {
+namespace greenreduce::codec {
 
 template <class Format, codec_id Id>
 struct half_codec {
@@ -56,23 +56,21 @@ struct half_codec {
     require_finite(name(), in);
     for (std::size_t i = 0; i < in.size(); ++i)
       if ((Format::encode(in[i]) & 0x7FFFU) >= Format::inf_bits)
-        throw numeric_error(
-            greenreduce::detail::str(name(), " encode: element ", i, " is ", in[i], ", beyond ",
-                                     name(), "'s finite range (largest ", Format::max_finite,
-                                     "); scale the gradient or choose a wider codec"));
-    throw numeric_error(greenreduce::detail::str(name(),
-                                                 " encode: kernel reported an element "
-                                                 "out of range but none was found"));
+        throw numeric_error(detail::str(name(), " encode: element ", i, " is ", in[i], ", beyond ",
+                                        name(), "'s finite range (largest ", Format::max_finite,
+                                        "); scale the gradient or choose a wider codec"));
+    throw numeric_error(detail::str(name(),
+                                    " encode: kernel reported an element "
+                                    "out of range but none was found"));
   }
 
   std::span<const std::byte> payload_of(std::span<const std::byte> frame, std::size_t n) const {
     auto v = parse_frame(frame, frame_expect{}.of(wire_id).count(n));
     if (v.payload.size() != 2 * n)
-      throw decode_error(greenreduce::detail::str(name(), " frame declares ", n,
-                                                  " elements but carries ", v.payload.size(),
-                                                  " payload bytes (needs ", 2 * n, ")"));
+      throw decode_error(detail::str(name(), " frame declares ", n, " elements but carries ",
+                                     v.payload.size(), " payload bytes (needs ", 2 * n, ")"));
     return v.payload;
   }
 };
 
-}  // namespace greenreduce::codec::detail
+}  // namespace greenreduce::codec
