@@ -37,6 +37,8 @@
 #include <span>
 #include <string>
 #include <thread>
+
+#include <unistd.h>
 #include <vector>
 
 #include "colocated.hpp"
@@ -101,6 +103,14 @@ inline std::vector<std::uint32_t> shard_of(std::size_t n, int world, int rank, s
   const std::size_t lo = n * static_cast<std::size_t>(rank) / static_cast<std::size_t>(world);
   const std::size_t hi = n * static_cast<std::size_t>(rank + 1) / static_cast<std::size_t>(world);
   return {all.begin() + static_cast<std::ptrdiff_t>(lo), all.begin() + static_cast<std::ptrdiff_t>(hi)};
+}
+
+/// The learning-rate factor at `progress` in [0, 1] of the run: cosine decay
+/// to zero (Loshchilov & Hutter, SGDR, ICLR 2017, without restarts), so the
+/// final parameters are not caught mid-oscillation and modes compare fairly.
+inline double lr_factor(double progress) {
+  constexpr double pi = 3.14159265358979323846;
+  return 0.5 * (1.0 + std::cos(pi * std::clamp(progress, 0.0, 1.0)));
 }
 
 /// Test accuracy in percent.
@@ -180,18 +190,19 @@ struct rank_context {
 class progress {
  public:
   progress(bool on, std::string mode, int epochs, std::size_t steps)
-      : on_(on), mode_(std::move(mode)), epochs_(epochs), steps_(steps) {}
+      : on_(on), tty_(::isatty(2) == 1), mode_(std::move(mode)), epochs_(epochs), steps_(steps) {}
   void update(int epoch, std::size_t step, double loss) {
     if (!on_) return;
     if (step == 0) t0_ = steady::now();
     const std::size_t done = step + 1;
     const bool last = done == steps_;
-    if (!last && done % std::max<std::size_t>(1, steps_ / 40) != 0) return;
+    if (!last && (!tty_ || done % std::max<std::size_t>(1, steps_ / 40) != 0)) return;
     const double frac = static_cast<double>(done) / static_cast<double>(steps_);
     const double el = since(t0_);
     const double eta = frac > 0 ? el / frac - el : 0;
     const int width = 30, fill = static_cast<int>(frac * width);
-    std::fprintf(stderr, "\r%-8s epoch %d/%d [%.*s%*s] %3.0f%% loss %.4f ETA %4.0fs", mode_.c_str(),
+    std::fprintf(stderr, "%s%-8s epoch %d/%d [%.*s%*s] %3.0f%% loss %.4f ETA %4.0fs",
+                 tty_ ? "\r" : "", mode_.c_str(),
                  epoch + 1, epochs_, fill, "##############################", width - fill, "",
                  100 * frac, loss, eta);
     if (last) std::fprintf(stderr, " (%.1fs)\n", el);
@@ -199,7 +210,7 @@ class progress {
   }
 
  private:
-  bool on_;
+  bool on_, tty_;  // not a terminal: one line per epoch, no redraws
   std::string mode_;
   int epochs_;
   std::size_t steps_;
@@ -286,8 +297,9 @@ rank_outcome train_ring(rank_context& c, Transport& t, const std::string& mode, 
   collective::allgather<Transport> rates_ag(t, sizeof(double));
   std::vector<std::size_t> batches(static_cast<std::size_t>(c.world),
                                    static_cast<std::size_t>(c.opt.batch));
-  const auto lr = static_cast<float>(c.opt.lr), m = static_cast<float>(c.opt.momentum);
+  const auto m = static_cast<float>(c.opt.momentum);
   const auto w = static_cast<float>(c.world);
+  const double total_steps = static_cast<double>(c.steps_per_epoch) * c.opt.epochs;
 
   collective::barrier(t);
   const auto start = steady::now();
@@ -313,6 +325,8 @@ rank_outcome train_ring(rank_context& c, Transport& t, const std::string& mode, 
         r.memory_bytes += extra.memory_bytes;
         r.compute_ops += extra.compute_ops;
         acc.add(r, step);
+        const auto lr =
+            static_cast<float>(c.opt.lr * lr_factor(static_cast<double>(step) / total_steps));
         for (std::size_t i = 0; i < P; ++i) {
           velocity[i] = m * velocity[i] + grad[i];
           params[i] -= lr * velocity[i];
@@ -367,8 +381,22 @@ rank_outcome train_ps(rank_context& c, Transport& t, const std::string& mode, Pu
   ps::worker_options wo;
   wo.encoded_pull = encoded_pull;
   wo.seed = c.opt.seed;
-  const auto W = static_cast<float>(c.world);
-  const auto rule = ps::sgd(static_cast<float>(c.opt.lr) / W, static_cast<float>(c.opt.momentum));
+  // SGD with momentum (ps::sgd's form) at lr / workers per push, on the same
+  // cosine schedule as the ring, indexed by the key's update count.
+  const double total_updates =
+      static_cast<double>(c.steps_per_epoch) * c.opt.epochs * static_cast<double>(c.world);
+  const double lr0 = c.opt.lr / c.world;
+  const auto mom = static_cast<float>(c.opt.momentum);
+  const ps::update_rule rule{
+      1, [=](const ps::update_context& ctx, std::span<float> p, std::span<const float> g,
+             std::span<float> v) {
+        const auto lr =
+            static_cast<float>(lr0 * lr_factor(static_cast<double>(ctx.step) / total_updates));
+        for (std::size_t i = 0; i < p.size(); ++i) {
+          v[i] = mom * v[i] + g[i];
+          p[i] -= lr * v[i];
+        }
+      }};
 
   std::optional<local_pipe> pipe;
   std::optional<link> server_end;

@@ -34,14 +34,14 @@ struct demo_options {
   int np = 4;                 ///< ranks to spawn; ignored (taken from the env) under a launcher
   bool np_given = false;      ///< --np was on the command line
   std::vector<std::string> modes = {"sync", "async", "hybrid", "int8", "ternary", "topk"};
-  int epochs = 3;
+  int epochs = 5;
   int batch = 32;             ///< samples per rank per step (the global batch is np x batch)
   double lr = 0.05;           ///< SGD learning rate for the averaged gradient
   double momentum = 0.9;
   std::uint64_t seed = 1;
   std::size_t limit = 0;      ///< use only the first N training images (0: all)
   std::size_t test_limit = 0; ///< evaluate on the first N test images (0: all)
-  double topk_ratio = 0.01;   ///< kept fraction for topk and hybrid pushes
+  double topk_ratio = 0.05;   ///< kept fraction for topk and hybrid pushes
   int staleness = 4;          ///< SSP bound of the PS modes
   straggler_spec straggler;
   bool balance = false;
