@@ -16,10 +16,15 @@
 #include "greenreduce/core/version.hpp"
 
 // kernels and codecs
+#include "greenreduce/codec/bf16.hpp"
 #include "greenreduce/codec/checks.hpp"
 #include "greenreduce/codec/concept.hpp"
 #include "greenreduce/codec/error_feedback.hpp"
+#include "greenreduce/codec/fp16.hpp"
+#include "greenreduce/codec/half_codec.hpp"
+#include "greenreduce/codec/int8.hpp"
 #include "greenreduce/codec/none.hpp"
+#include "greenreduce/codec/registry.hpp"
 #include "greenreduce/codec/randomk.hpp"
 #include "greenreduce/codec/sign.hpp"
 #include "greenreduce/codec/ternary.hpp"
@@ -28,9 +33,14 @@
 #include "greenreduce/kernels/random_bits.hpp"
 #include "greenreduce/kernels/ternary.hpp"
 #include "greenreduce/kernels/topk.hpp"
+#include "greenreduce/kernels/half.hpp"
+#include "greenreduce/kernels/int8.hpp"
+#include "greenreduce/kernels/lanes.hpp"
+#include "greenreduce/kernels/philox.hpp"
 
 // transports
 #include "greenreduce/transport/concept.hpp"
+#include "greenreduce/transport/inproc.hpp"
 #include "greenreduce/transport/rendezvous.hpp"
 #include "greenreduce/transport/store.hpp"
 #include "greenreduce/transport/tcp.hpp"
@@ -51,3 +61,9 @@
 #include "greenreduce/ps/server.hpp"
 #include "greenreduce/ps/update_rule.hpp"
 #include "greenreduce/ps/worker.hpp"
+
+// collectives
+#include "greenreduce/collective/allgather.hpp"
+#include "greenreduce/collective/barrier.hpp"
+#include "greenreduce/collective/broadcast.hpp"
+#include "greenreduce/collective/ring_allreduce.hpp"

@@ -1,5 +1,6 @@
 #include "greenreduce/codec/int8.hpp"
 
+#include <bit>
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <limits>
@@ -183,7 +184,7 @@ TEST_CASE("int8 decode rejects bad scales, buckets and lengths before touching a
 }
 
 TEST_CASE("int8 keeps zero, tiny and huge buckets", "[codec][int8]") {
-  for (float mag : {0.0F, 1e-40F, 1e-30F, 1e30F, 3e38F}) {
+  for (float mag : {0.0F, 1e-40F, 1e-30F, 1e30F, 3e38F, std::numeric_limits<float>::max()}) {
     INFO("magnitude " << mag);
     std::vector<float> x(700);
     for (std::size_t i = 0; i < x.size(); ++i)
@@ -195,6 +196,7 @@ TEST_CASE("int8 keeps zero, tiny and huge buckets", "[codec][int8]") {
     std::vector<float> y(x.size());
     c.decode(out, y);
     const auto sc = scales_of(c, out, x.size());
+    for (float v : sc) REQUIRE((std::bit_cast<std::uint32_t>(v) & 0xFFU) == 0);  // 16-bit scales
     for (std::size_t i = 0; i < x.size(); ++i) {
       REQUIRE(std::isfinite(y[i]));
       const float tol = 0.5F * sc[i / 512] * (1.0F + 1e-4F) + 1e-44F;

@@ -26,12 +26,12 @@ TEST_CASE("none round-trips bit for bit and its kernels equal the scalar referen
     CHECK(c.encode(x, out, g) == frame_header_bytes + 4 * n);
     std::vector<float> y(n);
     c.decode(out, y);
-    CHECK(std::memcmp(x.data(), y.data(), 4 * n) == 0);
+    CHECK((n == 0 || std::memcmp(x.data(), y.data(), 4 * n) == 0));
 
     auto acc_simd = test::normal_floats(n, s + 1);
     auto acc_ref = acc_simd;
     kernels::add_from_le(out.data() + frame_header_bytes, std::span<float>(acc_simd));
     kernels::scalar::add_from_le(out.data() + frame_header_bytes, std::span<float>(acc_ref));
-    CHECK(std::memcmp(acc_simd.data(), acc_ref.data(), 4 * n) == 0);
+    CHECK((n == 0 || std::memcmp(acc_simd.data(), acc_ref.data(), 4 * n) == 0));
   }
 }

@@ -59,8 +59,8 @@ void check_arch_matches_scalar(std::uint64_t s, bool with_clip) {
       kt::scalar::decode<true>(a.scales.data(), a.codes.data(), n, bucket, acc2.data());
       kt::decode<false, Arch>(a.scales.data(), a.codes.data(), n, bucket, d1.data());
       kt::scalar::decode<false>(a.scales.data(), a.codes.data(), n, bucket, d2.data());
-      CHECK(std::memcmp(acc1.data(), acc2.data(), 4 * n) == 0);
-      CHECK(std::memcmp(d1.data(), d2.data(), 4 * n) == 0);
+      CHECK((n == 0 || std::memcmp(acc1.data(), acc2.data(), 4 * n) == 0));
+      CHECK((n == 0 || std::memcmp(d1.data(), d2.data(), 4 * n) == 0));
     }
 }
 

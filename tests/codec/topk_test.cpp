@@ -138,8 +138,8 @@ TEST_CASE("topk gather kernels equal the scalar reference", "[codec][topk]") {
         CHECK(a.finite);
         CHECK(
             std::equal(i1.begin(), i1.begin() + static_cast<std::ptrdiff_t>(a.count), i2.begin()));
-        CHECK(std::memcmp(v1.data(), v2.data(), 4 * a.count) == 0);
-        CHECK(std::memcmp(r1.data(), r2.data(), 4 * n) == 0);
+        CHECK((a.count == 0 || std::memcmp(v1.data(), v2.data(), 4 * a.count) == 0));
+        CHECK((n == 0 || std::memcmp(r1.data(), r2.data(), 4 * n) == 0));
       }
     }
   };

@@ -31,7 +31,7 @@ double per_encode_error(const Codec& c, double m) {
 
 template <class Codec>
 void check_codec_ring(const Codec& c, int p, std::size_t n, reduce_op op, ring_options opts,
-                      std::uint64_t salt) {
+                      std::uint64_t salt, bool lossless = false, std::string_view want_algo = {}) {
   INFO("codec=" << c.name() << " p=" << p << " n=" << n << " op=" << collective::to_string(op)
                 << " segment_bytes=" << opts.segment_bytes << " ef=" << opts.error_feedback
                 << " salt=" << salt);
@@ -57,7 +57,7 @@ void check_codec_ring(const Codec& c, int p, std::size_t n, reduce_op op, ring_o
   }
   const double u = std::ldexp(1.0, -24);
   const double gamma = 2.0 * p * u / (1 - 2.0 * p * u);
-  const double d = per_encode_error(c, 1.1 * mmax);
+  const double d = lossless ? 0.0 : per_encode_error(c, 1.1 * mmax);
   for (std::size_t i = 0; i < n; ++i) {
     double exact = 0, mag = 0;
     for (auto& x : in) {
@@ -75,13 +75,70 @@ void check_codec_ring(const Codec& c, int p, std::size_t n, reduce_op op, ring_o
     }
   }
   for (int r = 1; r < p; ++r) REQUIRE(test::bit_equal(out[0], out[static_cast<std::size_t>(r)]));
-  for (const auto& rep : reps) REQUIRE(rep.codec == std::string(c.name()));
+  for (const auto& rep : reps) {
+    REQUIRE(rep.codec == std::string(c.name()));
+    if (!want_algo.empty()) REQUIRE(rep.algo == want_algo);
+  }
 }
 
 const std::vector<std::string> dense_specs = {"none", "fp16", "bf16", "int8",
                                               "int8:bucket=64:stochastic"};
 
+const std::vector<std::string> sparse_specs = {"ternary",  "ternary:0:clip=0", "topk:0.1",
+                                               "topk:k=5", "topk:0.1:sampled", "randomk:0.2",
+                                               "sign:64"};
+
 }  // namespace
+
+TEST_CASE("ring allreduce with every quantizing and sparsifying codec", "[ring][codecs]") {
+  std::uint64_t salt = 5000;
+  for (const auto& spec : sparse_specs) {
+    std::visit(
+        [&](const auto& c) {
+          for (int p : {2, 3, 5})
+            for (std::size_t n :
+                 {std::size_t{0}, std::size_t{1}, std::size_t(p + 1), std::size_t{1003}})
+              for (auto op : {reduce_op::sum, reduce_op::average})
+                for (bool ef : {false, true}) {
+                  ring_options opts;
+                  opts.segment_bytes = 1024;
+                  opts.error_feedback = ef;
+                  check_codec_ring(c, p, n, op, opts, ++salt);
+                }
+        },
+        codec::parse_codec(spec));
+  }
+}
+
+TEST_CASE("sparse path: lossless top-k is exact on both algorithms", "[ring][codecs][sparse]") {
+  const auto all = codec::topk::ratio(1.0);  // k = n: nothing dropped
+  std::uint64_t salt = 9000;
+  for (auto algo : {collective::algorithm::ring, collective::algorithm::allgather_sparse})
+    for (int p : {2, 3, 4, 7})
+      for (std::size_t n : {std::size_t{1}, std::size_t(p - 1), std::size_t{1003}}) {
+        ring_options opts;
+        opts.algo = algo;
+        opts.segment_bytes = 512;
+        check_codec_ring(all, p, n, reduce_op::sum, opts, ++salt, true,
+                         collective::to_string(algo));
+        check_codec_ring(all, p, n, reduce_op::average, opts, ++salt, true,
+                         collective::to_string(algo));
+      }
+}
+
+TEST_CASE("sparse path is chosen when it moves fewer bytes", "[ring][codecs][sparse]") {
+  // The choice is a pure function of (n, p, codec): the same on every rank.
+  auto errors = test::on_ranks(4, [&](inproc& tr) {
+    collective::ring_allreduce<codec::topk, inproc> fixed_k(tr, 1 << 16, codec::topk::count(100));
+    collective::ring_allreduce<codec::topk, inproc> ratio(tr, 1 << 16, codec::topk::ratio(0.01));
+    // A fixed k per segment costs the ring 2(p-1) p k pairs against the allgather's p(p-1) k.
+    REQUIRE(fixed_k.algorithm_for(1 << 16) == collective::algorithm::allgather_sparse);
+    // A ratio scales with the chunk: the ring moves 2(p-1)/p of it, the allgather p-1 times it.
+    REQUIRE(ratio.algorithm_for(1 << 16) == collective::algorithm::ring);
+    REQUIRE(ratio.algorithm_for(0) == collective::algorithm::ring);
+  });
+  test::rethrow_any(errors);
+}
 
 TEST_CASE("ring allreduce with every dense codec stays within its bound", "[ring][codecs]") {
   std::uint64_t salt = 100;
@@ -146,4 +203,14 @@ TEST_CASE("codec registry parses specs and rejects bad ones", "[registry]") {
   CHECK_THROWS_AS(codec::parse_codec("int8:bucket=0"), config_error);
   CHECK_THROWS_AS(codec::parse_codec("int8:size=3"), config_error);
   CHECK_THROWS_AS(codec::parse_codec_list(""), config_error);
+  CHECK(std::get<codec::topk>(codec::parse_codec("topk:k=7")).k_of(100) == 7);
+  CHECK(std::get<codec::topk>(codec::parse_codec("topk:0.5:sampled")).mode() ==
+        codec::topk::selection::sampled);
+  CHECK(std::get<codec::randomk>(codec::parse_codec("randomk:0.25")).k_of(100) == 25);
+  CHECK(std::get<codec::ternary>(codec::parse_codec("ternary:bucket=256:clip=0")).clip() == 0.0F);
+  CHECK(std::get<codec::sign>(codec::parse_codec("sign:32")).bucket() == 32);
+  CHECK_THROWS_AS(codec::parse_codec("topk:2"), config_error);
+  CHECK_THROWS_AS(codec::parse_codec("topk:ratio=x"), config_error);
+  CHECK_THROWS_AS(codec::parse_codec("ternary:100"), config_error);
+  CHECK_THROWS_AS(codec::parse_codec("sign:mode=1"), config_error);
 }

@@ -7,6 +7,7 @@
 #include <thread>
 #include <vector>
 
+#include "greenreduce/transport/tcp/wire.hpp"
 #include "support/matchers.hpp"
 #include "support/random.hpp"
 
@@ -88,6 +89,7 @@ TEST_CASE("inproc ring sendrecv for every world size", "[inproc]") {
 }
 
 TEST_CASE("inproc counts payload plus the per-message header", "[inproc]") {
+  STATIC_REQUIRE(transport::inproc_header_bytes == transport::tcp_wire::header_bytes);
   inproc_world world(2);
   run_ranks(world, [&](inproc& t) {
     std::vector<std::byte> buf(5000);

@@ -53,15 +53,17 @@ struct half_codec {
  private:
   // The rare path: name the first element that is not finite or out of range.
   [[noreturn]] void reject(std::span<const float> in) const {
-    require_finite(name(), in);
-    for (std::size_t i = 0; i < in.size(); ++i)
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      if (!std::isfinite(in[i]))
+        throw numeric_error(detail::str(name(), " encode: element ", i, " is ", in[i],
+                                        "; gradients must be finite"));
       if ((Format::encode(in[i]) & 0x7FFFU) >= Format::inf_bits)
         throw numeric_error(detail::str(name(), " encode: element ", i, " is ", in[i], ", beyond ",
                                         name(), "'s finite range (largest ", Format::max_finite,
                                         "); scale the gradient or choose a wider codec"));
-    throw numeric_error(detail::str(name(),
-                                    " encode: kernel reported an element "
-                                    "out of range but none was found"));
+    }
+    throw numeric_error(
+        detail::str(name(), " encode: the kernel reported an element out of range, none found"));
   }
 
   std::span<const std::byte> payload_of(std::span<const std::byte> frame, std::size_t n) const {

@@ -1,10 +1,12 @@
 // greenreduce/codec/int8.hpp — 8-bit integers with one absmax scale per bucket.
 //
 // Math (kernels/int8.hpp): each bucket of `bucket` consecutive elements sends
-// scale = max|x| / 127 as fp32 and q = R(x / scale) in [-127, 127], R being
-// round-to-nearest-even or stochastic rounding (unbiased: E[x'] = x to 2^-25
-// of the scale; Alistarh et al., QSGD, 2017, for bucketed stochastic
-// quantization). Decoding is x' = q * scale. Invariants, per bucket:
+// scale = max|x| / 127 (fp32, rounded up to 16 significant bits) and
+// q = R(x / scale) in [-127, 127], R being round-to-nearest-even or stochastic
+// rounding (unbiased: E[x'] = x to 2^-25 of the scale; Alistarh et al., QSGD,
+// 2017, for bucketed stochastic quantization). Decoding is x' = q * scale,
+// exact in fp32 thanks to the 16-bit scale, so decode_add rounds once and is
+// the same bit for bit on every machine. Invariants, per bucket:
 //   nearest:    |x - x'| <= scale / 2   (plus fp32 rounding of v and q * scale)
 //   stochastic: |x - x'| <= scale
 //
@@ -19,6 +21,7 @@
 //   off       size  field
 //     0       4     bucket size, uint32 little-endian (must equal the codec's)
 //     4       4 nb  scales, fp32 little-endian, one per bucket, finite and >= 0
+//                   (encode emits 16 significant bits; decode accepts any)
 //     4+4nb   n     q, int8, element order
 //
 // decode / decode_add validate the whole frame (sizes, bucket, every scale)
@@ -110,7 +113,7 @@ class int8 {
   work encode_work(std::size_t n) const noexcept {
     return {5 * n + 4 * buckets(n), encode_ops_per_element() * n};
   }
-  /// decode_add: read n + 4nb + 4n, write 4n; widen, convert, fma.
+  /// decode_add: read n + 4nb + 4n, write 4n; widen, convert, multiply, add.
   work decode_work(std::size_t n) const noexcept { return {9 * n + 4 * buckets(n), 4 * n}; }
 
  private:

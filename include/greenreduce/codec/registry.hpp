@@ -8,6 +8,10 @@
 //
 //   none | fp16 | bf16
 //   int8[:bucket=N][:nearest|:stochastic]       bare number = bucket
+//   ternary[:bucket=N][:clip=C]                 bare number = bucket (multiple of 256, 0 = tensor)
+//   topk[:ratio=R|:k=N][:exact|:sampled]        bare number = ratio (default 0.01)
+//   randomk[:ratio=R]                           bare number = ratio (default 0.01)
+//   sign[:bucket=N]                             bare number = bucket
 //
 // `parse_codec_list("none,int8:256")` splits on commas. Unknown names,
 // parameters or values are config_errors that list what is accepted. Tools
@@ -16,29 +20,34 @@
 #pragma once
 
 #include <charconv>
+#include <cmath>
 #include <cstddef>
+#include <cstdlib>
 #include <string>
 #include <string_view>
 #include <variant>
 #include <vector>
 
-// none.hpp first: it names detail::str unqualified, which codec::detail
-// (declared by the other codecs) would otherwise shadow.
-#include "greenreduce/codec/none.hpp"
-
 #include "greenreduce/codec/bf16.hpp"
 #include "greenreduce/codec/fp16.hpp"
 #include "greenreduce/codec/int8.hpp"
+#include "greenreduce/codec/none.hpp"
+#include "greenreduce/codec/randomk.hpp"
+#include "greenreduce/codec/sign.hpp"
+#include "greenreduce/codec/ternary.hpp"
+#include "greenreduce/codec/topk.hpp"
 #include "greenreduce/core/error.hpp"
 
 namespace greenreduce::codec {
 
 /// One of the built-in codecs, by value.
-using any_codec = std::variant<none, fp16, bf16, int8>;
+using any_codec = std::variant<none, fp16, bf16, int8, ternary, topk, randomk, sign>;
 
 /// The accepted spec grammar, for help texts and error messages.
 inline constexpr std::string_view codec_spec_help =
-    "none | fp16 | bf16 | int8[:bucket=N][:nearest|:stochastic]";
+    "none | fp16 | bf16 | int8[:bucket=N][:nearest|:stochastic] | "
+    "ternary[:bucket=N][:clip=C] | topk[:ratio=R|:k=N][:exact|:sampled] | randomk[:ratio=R] | "
+    "sign[:bucket=N]";
 
 namespace registry_detail {
 
@@ -69,6 +78,15 @@ inline std::size_t to_size(std::string_view spec, std::string_view v) {
   auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
   if (ec != std::errc() || ptr != v.data() + v.size() || v.empty())
     bad(spec, greenreduce::detail::str("\"", v, "\" is not a non-negative integer"));
+  return out;
+}
+
+inline double to_double(std::string_view spec, std::string_view v) {
+  const std::string str(v);
+  char* end = nullptr;
+  const double out = std::strtod(str.c_str(), &end);
+  if (str.empty() || end != str.c_str() + str.size() || !std::isfinite(out))
+    bad(spec, greenreduce::detail::str("\"", v, "\" is not a finite number"));
   return out;
 }
 
@@ -111,6 +129,60 @@ inline any_codec parse_codec(std::string_view spec) {
         bad(spec, greenreduce::detail::str("unknown int8 parameter \"", p.key, "=", p.value, "\""));
     }
     return int8(bucket, mode);
+  }
+  auto unknown = [&](const param& p) {
+    bad(spec, greenreduce::detail::str("unknown ", name, " parameter \"", p.key,
+                                       p.key.empty() ? "" : "=", p.value, "\""));
+  };
+  if (name == "ternary") {
+    std::size_t bucket = ternary::default_bucket;
+    float clip = ternary::default_clip;
+    for (const auto& p : params) {
+      if (p.key.empty() || p.key == "bucket")
+        bucket = to_size(spec, p.value);
+      else if (p.key == "clip")
+        clip = static_cast<float>(to_double(spec, p.value));
+      else
+        unknown(p);
+    }
+    return ternary(bucket, clip);
+  }
+  if (name == "topk") {
+    topk t = topk::ratio(0.01);
+    bool sampled = false;
+    for (const auto& p : params) {
+      if (p.key.empty() && p.value == "sampled")
+        sampled = true;
+      else if (p.key.empty() && p.value == "exact")
+        sampled = false;
+      else if (p.key.empty() || p.key == "ratio")
+        t = topk::ratio(to_double(spec, p.value));
+      else if (p.key == "k")
+        t = topk::count(to_size(spec, p.value));
+      else
+        unknown(p);
+    }
+    return sampled ? t.sampled() : t.exact();
+  }
+  if (name == "randomk") {
+    double ratio = 0.01;
+    for (const auto& p : params) {
+      if (p.key.empty() || p.key == "ratio")
+        ratio = to_double(spec, p.value);
+      else
+        unknown(p);
+    }
+    return randomk::ratio(ratio);
+  }
+  if (name == "sign") {
+    std::size_t bucket = sign::default_bucket;
+    for (const auto& p : params) {
+      if (p.key.empty() || p.key == "bucket")
+        bucket = to_size(spec, p.value);
+      else
+        unknown(p);
+    }
+    return sign(bucket);
   }
   bad(spec, greenreduce::detail::str("unknown codec \"", name, "\""));
 }

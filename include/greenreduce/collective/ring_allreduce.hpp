@@ -27,7 +27,8 @@
 // whole-vector frame and sum the p frames in rank order ("allgather_sparse"),
 // chosen when the bounds of all ranks' frames, p(p-1) max_encoded_bytes(n),
 // are fewer bytes than the ring's 2(p-1) sum of the segment bounds; the choice
-// is the same on every rank and is reported in report.algo.
+// is the same on every rank and is reported in report.algo. The owned-chunk
+// error feedback does not apply to that path (there is no owned chunk).
 //
 // Agreement: before data moves, ranks allgather a 48-byte header (length,
 // codec id and config_hash, op, segment size, algorithm, whether the length

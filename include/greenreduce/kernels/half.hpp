@@ -11,9 +11,10 @@
 //
 // Range rule: encode reports false when some element is NaN or Inf, or is
 // finite but rounds beyond the format's largest finite value (|x| >= 65520 for
-// fp16, |x| >= 0x1.fffp127 for bf16); the codec turns that into a
-// numeric_error naming the element. It is detected in the same pass: the
-// running integer max of |h| reaches the format's exponent-all-ones pattern.
+// fp16, |x| >= 0x1.ffp127 for bf16); the codec turns that into a
+// numeric_error naming the element. It is detected in the same pass: a
+// running integer max of the |x| bit patterns (which order like |x|, with
+// NaN and Inf above every finite value) is compared once at the end.
 #pragma once
 
 #include <algorithm>
@@ -32,13 +33,13 @@ namespace greenreduce::kernels {
 
 namespace scalar {
 
-/// fp32 -> binary16, round to nearest even; NaN -> quiet NaN, overflow -> Inf.
+/// fp32 -> binary16, round to nearest even; overflow, Inf and NaN -> Inf (encode
+/// rejects all three, so no lane spends work telling them apart).
 inline std::uint16_t fp16_from_float(float f) noexcept {
   const auto x = std::bit_cast<std::uint32_t>(f);
   const std::uint32_t sign = (x >> 16) & 0x8000U;
   const std::uint32_t a = x & 0x7FFFFFFFU;
-  if (a > 0x7F800000U) return static_cast<std::uint16_t>(sign | 0x7E00U);
-  if (a >= 0x47800000U) return static_cast<std::uint16_t>(sign | 0x7C00U);  // >= 2^16
+  if (a >= 0x47800000U) return static_cast<std::uint16_t>(sign | 0x7C00U);  // >= 2^16, Inf, NaN
   if (a < 0x38800000U) {  // below 2^-14: a binary16 subnormal or zero
     if (a < 0x33000000U) return static_cast<std::uint16_t>(sign);  // below 2^-25 (tie -> 0)
     const std::uint32_t e = a >> 23;                               // 102..112
@@ -66,10 +67,10 @@ inline float fp16_to_float(std::uint16_t h) noexcept {
   return std::bit_cast<float>(sign | ((e + 112) << 23) | (m << 13));
 }
 
-/// fp32 -> bfloat16, round to nearest even; NaN -> quiet NaN, overflow -> Inf.
+/// fp32 -> bfloat16, round to nearest even; overflow -> Inf. NaN gives an
+/// unspecified pattern (encode rejects NaN before anything is sent).
 inline std::uint16_t bf16_from_float(float f) noexcept {
   const auto x = std::bit_cast<std::uint32_t>(f);
-  if ((x & 0x7FFFFFFFU) > 0x7F800000U) return static_cast<std::uint16_t>((x >> 16) | 0x40U);
   return static_cast<std::uint16_t>((x + 0x7FFFU + ((x >> 16) & 1U)) >> 16);
 }
 
@@ -83,7 +84,8 @@ inline float bf16_to_float(std::uint16_t h) noexcept {
 /// IEEE-754 binary16: 1 sign, 5 exponent, 10 mantissa bits.
 struct fp16_format {
   static constexpr std::string_view name = "fp16";
-  static constexpr std::uint32_t inf_bits = 0x7C00;  ///< |h| >= this is Inf or NaN
+  static constexpr std::uint32_t inf_bits = 0x7C00;      ///< |h| >= this is Inf or NaN
+  static constexpr std::int32_t first_bad = 0x477FF000;  ///< |x| bits >= this: 65520, Inf, NaN
   static constexpr double max_finite = 65504.0;
 
   static std::uint16_t encode(float f) noexcept { return scalar::fp16_from_float(f); }
@@ -104,9 +106,8 @@ struct fp16_format {
     const i32 sub =
         xsimd::bitwise_cast<i32>(xsimd::bitwise_cast<xsimd::batch<float, Arch>>(a) + half) -
         i32(0x3F000000);
-    i32 h = xsimd::select(a < i32(0x38800000), sub, normal & i32(0x7FFF));
-    const i32 special = xsimd::select(a > i32(0x7F800000), i32(0x7E00), i32(0x7C00));
-    h = xsimd::select(a >= i32(0x47800000), special, h);
+    i32 h = xsimd::select(a < i32(0x38800000), sub, normal);
+    h = xsimd::select(a >= i32(0x47800000), i32(0x7C00), h);
     return xsimd::bitwise_cast<u32>(h | sign);
   }
 
@@ -129,6 +130,7 @@ struct fp16_format {
 struct bf16_format {
   static constexpr std::string_view name = "bf16";
   static constexpr std::uint32_t inf_bits = 0x7F80;
+  static constexpr std::int32_t first_bad = 0x7F7F8000;  ///< |x| bits >= this round to Inf
   static constexpr double max_finite = 0x1.fep127;
 
   static std::uint16_t encode(float f) noexcept { return scalar::bf16_from_float(f); }
@@ -136,14 +138,9 @@ struct bf16_format {
 
   template <class Arch>
   static xsimd::batch<std::uint32_t, Arch> encode(xsimd::batch<float, Arch> f) noexcept {
-    using i32 = xsimd::batch<std::int32_t, Arch>;
     using u32 = xsimd::batch<std::uint32_t, Arch>;
     const u32 x = xsimd::bitwise_cast<u32>(f);
-    const u32 rounded = (x + u32(0x7FFFU) + ((x >> 16) & u32(1U))) >> 16;
-    const i32 a = xsimd::bitwise_cast<i32>(x & u32(0x7FFFFFFFU));
-    const i32 quiet_nan = xsimd::bitwise_cast<i32>((x >> 16) | u32(0x40U));
-    return xsimd::bitwise_cast<u32>(
-        xsimd::select(a > i32(0x7F800000), quiet_nan, xsimd::bitwise_cast<i32>(rounded)));
+    return (x + u32(0x7FFFU) + ((x >> 16) & u32(1U))) >> 16;
   }
 
   template <class Arch>
@@ -161,10 +158,10 @@ bool encode_half(std::span<const float> in, std::byte* out) noexcept {
   std::uint32_t worst = 0;
   for (std::size_t i = 0; i < in.size(); ++i) {
     const std::uint16_t h = Format::encode(in[i]);
-    worst = std::max<std::uint32_t>(worst, h & 0x7FFFU);
+    worst = std::max<std::uint32_t>(worst, std::bit_cast<std::uint32_t>(in[i]) & 0x7FFFFFFFU);
     std::memcpy(out + 2 * i, &h, 2);
   }
-  return worst < Format::inf_bits;
+  return worst < static_cast<std::uint32_t>(Format::first_bad);
 }
 
 template <class Format>
@@ -191,22 +188,24 @@ void decode_add_half(const std::byte* in, std::span<float> acc) noexcept {
 template <class Format, class Arch = xsimd::default_arch>
 bool encode_half(std::span<const float> in, std::byte* out) noexcept {
   using f32 = xsimd::batch<float, Arch>;
-  using u32 = xsimd::batch<std::uint32_t, Arch>;
+  using i32 = xsimd::batch<std::int32_t, Arch>;
   constexpr std::size_t w = f32::size;
   const std::size_t n = in.size();
   const float* x = in.data();
-  u32 worst(0U);
-  const u32 magnitude(0x7FFFU);
+  // |x| bits order like |x|, and NaN/Inf sit above every finite value.
+  i32 worst(0);
+  const i32 magnitude(0x7FFFFFFF);
   std::size_t i = 0;
   for (; i + 2 * w <= n; i += 2 * w) {
-    const u32 h0 = Format::template encode<Arch>(f32::load_unaligned(x + i));
-    const u32 h1 = Format::template encode<Arch>(f32::load_unaligned(x + i + w));
-    worst = xsimd::max(worst, xsimd::max(h0 & magnitude, h1 & magnitude));
-    lanes::narrow_u16x2<Arch>(h0, h1, out + 2 * i);
+    const f32 x0 = f32::load_unaligned(x + i), x1 = f32::load_unaligned(x + i + w);
+    worst = xsimd::max(worst, xsimd::max(xsimd::bitwise_cast<i32>(x0) & magnitude,
+                                         xsimd::bitwise_cast<i32>(x1) & magnitude));
+    lanes::narrow_u16x2<Arch>(Format::template encode<Arch>(x0), Format::template encode<Arch>(x1),
+                              out + 2 * i);
   }
-  alignas(64) std::uint32_t lanes_worst[w];
+  alignas(64) std::int32_t lanes_worst[w];
   worst.store_aligned(lanes_worst);
-  const bool body_ok = *std::max_element(lanes_worst, lanes_worst + w) < Format::inf_bits;
+  const bool body_ok = *std::max_element(lanes_worst, lanes_worst + w) < Format::first_bad;
   return scalar::encode_half<Format>(in.subspan(i), out + 2 * i) && body_ok;
 }
 

@@ -3,24 +3,27 @@
 //
 // Math (as in QSGD-style bucketed quantizers, Alistarh et al. 2017, and
 // 8-bit all-reduce schemes such as Dettmers 2016): for each bucket of `bucket`
-// consecutive elements, absmax = max|x|, scale = absmax / 127 (the fp32 on the
-// wire), and q = R(x * 127 / absmax) clamped to [-127, 127], where R is
+// consecutive elements, absmax = max|x|, scale = absmax / 127 rounded up to 16
+// significant bits (the fp32 on the wire), and q = R(x / scale) clamped to
+// [-127, 127], R being
 //   nearest:     round to nearest even;
 //   stochastic:  floor(v + u), u uniform on a 2^-24 grid in [0, 1), computed
 //                exactly in 32-bit integers as (RNE(v * 2^24) + (word >> 8)) >> 24
 //                with `word` the element's Philox word (kernels/philox.hpp rule),
 //                so E[q] = RNE(v * 2^24) / 2^24: unbiased to 2^-25.
-// Decoding is x' = q * scale; decode_add is acc = fma(q, scale, acc).
+// Decoding is x' = q * scale, exact in fp32 (8 bits times 16 bits), so
+// decode_add (acc + q * scale) rounds once whether or not a compiler fuses it:
+// SIMD, scalar and GPU kernels agree bit for bit on every machine.
 //
 // Each bucket is one fused step while it sits in L1: an integer max over the
 // bit patterns (|x| as uint32 orders like |x|, and NaN/Inf exceed 0x7F7FFFFF,
 // so the same max detects non-finite input), then quantize and pack. The
-// arithmetic has no multiply feeding an add (v = (x * pre) * inv, then
+// quantizer has no multiply feeding an add (v = (x * pre) * inv, then
 // min/max/convert/integer ops), so no compiler can contract it differently in
 // the SIMD body, the scalar tail, the scalar reference or a CUDA port.
 //
 // Buckets with absmax below 2^-64 are pre-scaled by 2^64 (exact) so that
-// 127 / absmax stays finite; an all-zero bucket has scale 0 and q = 0.
+// 1 / scale stays finite; an all-zero bucket has scale 0 and q = 0.
 #pragma once
 
 #include <algorithm>
@@ -43,15 +46,26 @@ inline constexpr std::uint32_t int8_nonfinite_bits = 0x7F800000U;  ///< |x| bits
 
 /// The quantization parameters of one bucket, derived from its absmax alone.
 struct int8_bucket {
-  float scale = 0.0F;  ///< absmax / 127: what goes on the wire
+  float scale = 0.0F;  ///< absmax / 127 rounded up to 16 significant bits: the wire value
   float pre = 1.0F;    ///< 2^64 when absmax < 2^-64, else 1
-  float inv = 0.0F;    ///< 127 / (absmax * pre); 0 for an all-zero bucket
+  float inv = 0.0F;    ///< 1 / (scale * pre); 0 for an all-zero bucket
+
+  /// Clears the low 8 mantissa bits, rounding up: |q| <= 255 times such a
+  /// scale is exact in fp32, so decode has no rounding at all and decode_add
+  /// rounds once, fused or not.
+  static float round_scale(float s) noexcept {
+    return std::bit_cast<float>((std::bit_cast<std::uint32_t>(s) + 0xFFU) & ~0xFFU);
+  }
 
   static int8_bucket of(float absmax) noexcept {
     int8_bucket b;
-    b.scale = absmax / 127.0F;
+    b.scale = round_scale(absmax / 127.0F);
+    // Within 2^-16 of FLT_MAX, rounding up would make 127 * scale overflow:
+    // round down there (the clamp to +-127 then absorbs the excess).
+    if (b.scale > 0x1.fffep127F / 127.0F)
+      b.scale = std::bit_cast<float>(std::bit_cast<std::uint32_t>(absmax / 127.0F) & ~0xFFU);
     b.pre = absmax < 0x1p-64F ? 0x1p64F : 1.0F;
-    b.inv = absmax > 0.0F ? 127.0F / (absmax * b.pre) : 0.0F;
+    b.inv = b.scale > 0.0F ? 1.0F / (b.scale * b.pre) : 0.0F;
     return b;
   }
 };
@@ -113,8 +127,7 @@ inline void decode_int8(const std::byte* scales, const std::byte* q, std::size_t
 inline void decode_add_int8(const std::byte* scales, const std::byte* q, std::size_t bucket,
                             std::span<float> acc) noexcept {
   for (std::size_t i = 0; i < acc.size(); ++i)
-    acc[i] = std::fma(static_cast<float>(static_cast<std::int8_t>(q[i])),
-                      load_scale(scales, i / bucket), acc[i]);
+    acc[i] += static_cast<float>(static_cast<std::int8_t>(q[i])) * load_scale(scales, i / bucket);
 }
 
 }  // namespace scalar
@@ -140,7 +153,9 @@ std::uint32_t absmax_bits(const float* x, std::size_t n) noexcept {
                   scalar::absmax_bits(x + i, n - i));
 }
 
-template <class Arch>
+// PreScale = false is the common bucket (pre == 1), where x * 1 is skipped:
+// the result is the same bit for bit, one multiply cheaper.
+template <class Arch, bool PreScale>
 struct int8_quantizer {
   using f32 = xsimd::batch<float, Arch>;
   using i32 = xsimd::batch<std::int32_t, Arch>;
@@ -150,7 +165,9 @@ struct int8_quantizer {
   explicit int8_quantizer(const int8_bucket& b) : pre(b.pre), inv(b.inv) {}
 
   f32 scaled(const float* x) const noexcept {
-    const f32 v = (f32::load_unaligned(x) * pre) * inv;
+    f32 v = f32::load_unaligned(x);
+    if constexpr (PreScale) v = v * pre;
+    v = v * inv;
     return xsimd::min(xsimd::max(v, f32(-127.0F)), f32(127.0F));
   }
   i32 nearest(const float* x) const noexcept { return xsimd::nearbyint_as_int(scaled(x)); }
@@ -163,51 +180,92 @@ struct int8_quantizer {
 
 }  // namespace detail
 
+namespace detail {
+
+/// While a bucket is quantized from L1, the next one streams in: one bucket
+/// ahead keeps DRAM busy during the compute pass (the absmax pass then reads
+/// from cache). Covers the 4 * batch::size floats of one packed step.
+template <class Arch>
+void prefetch_next_bucket(const float* ahead) noexcept {
+  constexpr std::size_t floats = 4 * xsimd::batch<float, Arch>::size;
+  for (std::size_t k = 0; k < floats; k += 16) lanes::prefetch(ahead + k);
+}
+
+/// Quantizes elements [s, e) of one bucket. Everything by value: q is a
+/// std::byte pointer, which may alias anything, so captured references would
+/// be reloaded after every store.
+template <class Arch, class Quantizer>
+void int8_nearest_bucket(const Quantizer qz, const int8_bucket p, const float* x, std::byte* q,
+                         std::size_t s, const std::size_t e) noexcept {
+  constexpr std::size_t w = xsimd::batch<float, Arch>::size;
+  std::size_t i = s;
+  for (; i + 4 * w <= e; i += 4 * w) {
+    prefetch_next_bucket<Arch>(x + i + (e - s));
+    lanes::narrow_i8x4<Arch>(qz.nearest(x + i), qz.nearest(x + i + w), qz.nearest(x + i + 2 * w),
+                             qz.nearest(x + i + 3 * w), q + i);
+  }
+  for (; i < e; ++i) q[i] = static_cast<std::byte>(scalar::int8_nearest(x[i], p));
+}
+
+/// Stochastic: walks the bucket group by group (a group straddling two
+/// buckets is generated once, `words` caching group `cached`), whole packed
+/// steps inside each group. Returns the group left in `words`.
+template <class Arch, class Quantizer>
+std::size_t int8_stochastic_bucket(const Quantizer qz, const int8_bucket p, const float* x,
+                                   std::byte* q, const std::size_t s, const std::size_t e,
+                                   const rng& g, std::uint32_t* words,
+                                   std::size_t cached) noexcept {
+  constexpr std::size_t w = xsimd::batch<float, Arch>::size;
+  std::size_t i = s;
+  while (i < e) {
+    const std::size_t group = i / philox_group, base = group * philox_group;
+    if (group != cached) {
+      philox_group_words<Arch>(g, group, words);
+      cached = group;
+    }
+    const std::size_t end = std::min(e, base + philox_group);
+    for (; i + 4 * w <= end; i += 4 * w) {
+      prefetch_next_bucket<Arch>(x + i + (e - s));
+      const std::uint32_t* r = words + (i - base);
+      lanes::narrow_i8x4<Arch>(qz.stochastic(x + i, r), qz.stochastic(x + i + w, r + w),
+                               qz.stochastic(x + i + 2 * w, r + 2 * w),
+                               qz.stochastic(x + i + 3 * w, r + 3 * w), q + i);
+    }
+    for (; i < end; ++i)
+      q[i] = static_cast<std::byte>(scalar::int8_stochastic(x[i], p, words[i - base]));
+  }
+  return cached;
+}
+
+}  // namespace detail
+
 /// SIMD form of scalar::encode_int8 (same output bit for bit). Stochastic
 /// when `g` is given.
 template <class Arch = xsimd::default_arch>
 bool encode_int8(std::span<const float> in, std::size_t bucket, const rng* g, std::byte* scales,
                  std::byte* q) noexcept {
-  constexpr std::size_t w = xsimd::batch<float, Arch>::size;
-  constexpr std::size_t step = 4 * w;  // one packed store of 4 batches
-  static_assert(philox_group % step == 0);
+  static_assert(philox_group % (4 * xsimd::batch<float, Arch>::size) == 0);
   const std::size_t n = in.size();
   const float* x = in.data();
   alignas(64) std::uint32_t words[philox_group];
-  std::size_t cached_group = SIZE_MAX;
+  std::size_t cached = SIZE_MAX;
   for (std::size_t s = 0, b = 0; s < n; s += bucket, ++b) {
     const std::size_t e = std::min(n, s + bucket);
     const std::uint32_t am = detail::absmax_bits<Arch>(x + s, e - s);
     if (am >= int8_nonfinite_bits) return false;
     const int8_bucket p = int8_bucket::of(std::bit_cast<float>(am));
     std::memcpy(scales + 4 * b, &p.scale, 4);
-    const detail::int8_quantizer<Arch> qz(p);
-    std::size_t i = s;
-    if (!g) {
-      for (; i + step <= e; i += step)
-        lanes::narrow_i8x4<Arch>(qz.nearest(x + i), qz.nearest(x + i + w),
-                                 qz.nearest(x + i + 2 * w), qz.nearest(x + i + 3 * w), q + i);
-      for (; i < e; ++i) q[i] = static_cast<std::byte>(scalar::int8_nearest(x[i], p));
-      continue;
-    }
-    // Stochastic: walk the bucket group by group (a group straddling two
-    // buckets is generated once), whole packed steps inside each group.
-    while (i < e) {
-      const std::size_t group = i / philox_group, base = group * philox_group;
-      if (group != cached_group) {
-        philox_group_words<Arch>(*g, group, words);
-        cached_group = group;
-      }
-      const std::size_t end = std::min(e, base + philox_group);
-      for (; i + step <= end; i += step) {
-        const std::uint32_t* r = words + (i - base);
-        lanes::narrow_i8x4<Arch>(qz.stochastic(x + i, r), qz.stochastic(x + i + w, r + w),
-                                 qz.stochastic(x + i + 2 * w, r + 2 * w),
-                                 qz.stochastic(x + i + 3 * w, r + 3 * w), q + i);
-      }
-      for (; i < end; ++i)
-        q[i] = static_cast<std::byte>(scalar::int8_stochastic(x[i], p, words[i - base]));
-    }
+    const bool pre = p.pre != 1.0F;
+    if (!g && !pre)
+      detail::int8_nearest_bucket<Arch>(detail::int8_quantizer<Arch, false>(p), p, x, q, s, e);
+    else if (!g)
+      detail::int8_nearest_bucket<Arch>(detail::int8_quantizer<Arch, true>(p), p, x, q, s, e);
+    else if (!pre)
+      cached = detail::int8_stochastic_bucket<Arch>(detail::int8_quantizer<Arch, false>(p), p, x, q,
+                                                    s, e, *g, words, cached);
+    else
+      cached = detail::int8_stochastic_bucket<Arch>(detail::int8_quantizer<Arch, true>(p), p, x, q,
+                                                    s, e, *g, words, cached);
   }
   return true;
 }
@@ -244,11 +302,10 @@ void decode_add_int8(const std::byte* scales, const std::byte* q, std::size_t bu
     for (; i + 2 * w <= e; i += 2 * w) {
       const f32 q0 = xsimd::to_float(lanes::widen_i8<Arch>(q + i));
       const f32 q1 = xsimd::to_float(lanes::widen_i8<Arch>(q + i + w));
-      xsimd::fma(q0, sc, f32::load_unaligned(a + i)).store_unaligned(a + i);
-      xsimd::fma(q1, sc, f32::load_unaligned(a + i + w)).store_unaligned(a + i + w);
+      (f32::load_unaligned(a + i) + q0 * sc).store_unaligned(a + i);
+      (f32::load_unaligned(a + i + w) + q1 * sc).store_unaligned(a + i + w);
     }
-    for (; i < e; ++i)
-      a[i] = std::fma(static_cast<float>(static_cast<std::int8_t>(q[i])), scale, a[i]);
+    for (; i < e; ++i) a[i] += static_cast<float>(static_cast<std::int8_t>(q[i])) * scale;
   }
 }
 

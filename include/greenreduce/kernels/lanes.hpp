@@ -207,4 +207,13 @@ wide_product<Arch> mul_wide_u32(xsimd::batch<std::uint32_t, Arch> a, std::uint32
   return {xsimd::bitwise_cast<u32>(hi), xsimd::bitwise_cast<u32>(lo)};
 }
 
+/// A hint to start loading the cache line at p (never faults, any address).
+inline void prefetch(const void* p) noexcept {
+#if defined(__GNUC__)
+  __builtin_prefetch(p, 0, 3);
+#else
+  (void)p;
+#endif
+}
+
 }  // namespace greenreduce::kernels::lanes

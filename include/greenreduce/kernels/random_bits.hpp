@@ -1,6 +1,6 @@
 // greenreduce/kernels/random_bits.hpp — Philox4x32-10 over SIMD lanes, and lane masks.
 //
-// `philox_lanes<Arch>(g, first)` evaluates W = batch<uint32_t, Arch>::size
+// `philox_words<Arch>(g, first)` evaluates W = batch<uint32_t, Arch>::size
 // consecutive blocks of the rng `g` (blocks first .. first + W - 1, i.e.
 // counters g.offset + first + l) in structure-of-arrays form: word w of block
 // first + l is lane l of result[w]. It is bit for bit core/rng.hpp's
@@ -64,7 +64,7 @@ inline void mul_hilo(u32_batch<Arch> a, std::uint32_t m, u32_batch<Arch>& hi,
 
 /// Blocks g.offset + first + l (l < W) of `g`, word-major: result[w] lane l.
 template <class Arch>
-inline std::array<u32_batch<Arch>, 4> philox_lanes(const rng& g, std::uint64_t first) noexcept {
+inline std::array<u32_batch<Arch>, 4> philox_words(const rng& g, std::uint64_t first) noexcept {
   using u32 = u32_batch<Arch>;
   constexpr std::size_t w = u32::size;
   const std::uint64_t c = g.offset + first;

@@ -233,7 +233,7 @@ void quantize_tiles(const float* x, std::size_t begin, std::size_t end, float s,
     for (std::size_t j = 0; j < subs; ++j) {
       ub packed(0U);
       for (std::size_t h = 0; h < 2; ++h) {
-        const auto words = philox_lanes<Arch>(g, tb + lanes * h + j * w);
+        const auto words = philox_words<Arch>(g, tb + lanes * h + j * w);
         for (std::size_t q = 0; q < 8; ++q) {
           const std::size_t row = 8 * h + q;
           const fb v = fb::load_unaligned(x + t0 + lanes * row + j * w);
@@ -328,7 +328,7 @@ namespace scalar {
 inline bool encode(const float* x, std::size_t n, std::size_t b, float clip_c, const rng& g,
                    std::byte* scales, std::uint8_t* codes) noexcept {
   if (b == 0) b = n;
-  std::memset(codes, 0, code_bytes(n));
+  if (n > 0) std::memset(codes, 0, code_bytes(n));
   for (std::size_t k = 0, lo = 0; lo < n; ++k, lo += b) {
     const std::size_t hi = std::min(n, lo + b);
     const stats st = bucket_stats(x + lo, hi - lo, clip_c > 0.0F);

@@ -13,7 +13,7 @@
 // (rendezvous: the receiver copies it, one copy, and only then does the
 // sender's wait() return — as a large TCP write blocks until the peer reads).
 //
-// Byte counters: every message counts its payload plus `wire_header_bytes`
+// Byte counters: every message counts its payload plus `inproc_header_bytes`
 // (16), the frame header the tcp transport puts in front of each message
 // (transport/tcp/wire.hpp: magic, sequence number, length), so
 // a collective's report reads the same on both transports.

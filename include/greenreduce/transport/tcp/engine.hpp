@@ -100,7 +100,9 @@ class tcp_engine {
   /// Opens the listening socket on ip:0 and starts the io thread; "ip:port".
   std::string listen(const std::string& ip) {
     boost::system::error_code ec;
-    const net_tcp::endpoint ep(net::ip::make_address_v4(ip), 0);
+    const auto addr = net::ip::make_address_v4(ip, ec);
+    if (ec) throw config_error(str("rank ", o_.rank, ": listen address \"", ip, "\" is not IPv4"));
+    const net_tcp::endpoint ep(addr, 0);
     acceptor_.open(ep.protocol());
     acceptor_.bind(ep, ec);
     if (ec)
