@@ -63,8 +63,9 @@ class local_pipe {
     std::vector<std::byte> msg = std::move(q.msgs.front());
     q.msgs.pop_front();
     if (msg.size() > buf.size())
-      throw peer_error(greenreduce::detail::str("colocated parameter server: in-process message of ",
-                                                msg.size(), " bytes, buffer of ", buf.size()));
+      throw peer_error(
+          greenreduce::detail::str("colocated parameter server: in-process message of ", msg.size(),
+                                   " bytes, buffer of ", buf.size()));
     if (!msg.empty()) std::memcpy(buf.data(), msg.data(), msg.size());
     return msg.size();
   }
@@ -171,8 +172,8 @@ class colocated_link {
   }
   int base_rank(int peer) const {
     if (peer < 0 || peer > base_.size() || peer == rank_)
-      throw config_error(greenreduce::detail::str("colocated_link: rank ", rank_,
-                                                  " cannot address peer ", peer));
+      throw config_error(
+          greenreduce::detail::str("colocated_link: rank ", rank_, " cannot address peer ", peer));
     return peer == 0 ? 0 : peer - 1;
   }
 

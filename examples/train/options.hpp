@@ -19,10 +19,12 @@
 namespace greenreduce::examples {
 
 /// The ways the demo trains; each is one row of the table.
-inline constexpr std::string_view mode_names[] = {"sync",   "async", "hybrid",
-                                                  "int8",   "ternary", "topk"};
+inline constexpr std::string_view mode_names[] = {"sync", "async",   "hybrid",
+                                                  "int8", "ternary", "topk"};
 
-inline bool is_ps_mode(std::string_view m) { return m == "async" || m == "hybrid"; }
+inline bool is_ps_mode(std::string_view m) {
+  return m == "async" || m == "hybrid";
+}
 
 struct straggler_spec {
   int rank = -1;        ///< -1: none
@@ -31,24 +33,24 @@ struct straggler_spec {
 
 struct demo_options {
   std::string data = "/usr/share/datasets/fashion-mnist";
-  int np = 4;                 ///< ranks to spawn; ignored (taken from the env) under a launcher
-  bool np_given = false;      ///< --np was on the command line
+  int np = 4;             ///< ranks to spawn; ignored (taken from the env) under a launcher
+  bool np_given = false;  ///< --np was on the command line
   std::vector<std::string> modes = {"sync", "async", "hybrid", "int8", "ternary", "topk"};
   int epochs = 5;
-  int batch = 32;             ///< samples per rank per step (the global batch is np x batch)
-  double lr = 0.05;           ///< SGD learning rate for the averaged gradient
+  int batch = 32;    ///< samples per rank per step (the global batch is np x batch)
+  double lr = 0.05;  ///< SGD learning rate for the averaged gradient
   double momentum = 0.9;
   std::uint64_t seed = 1;
-  std::size_t limit = 0;      ///< use only the first N training images (0: all)
-  std::size_t test_limit = 0; ///< evaluate on the first N test images (0: all)
-  double topk_ratio = 0.05;   ///< kept fraction for topk and hybrid pushes
-  int staleness = 4;          ///< SSP bound of the PS modes
+  std::size_t limit = 0;       ///< use only the first N training images (0: all)
+  std::size_t test_limit = 0;  ///< evaluate on the first N test images (0: all)
+  double topk_ratio = 0.05;    ///< kept fraction for topk and hybrid pushes
+  int staleness = 4;           ///< SSP bound of the PS modes
   straggler_spec straggler;
   bool balance = false;
-  std::string json, csv, plot;  ///< output files; plot without extension
+  std::string json, csv, plot;       ///< output files; plot without extension
   std::string plot_format = "auto";  ///< auto (png when gnuplot exists, else svg), png, svg
   std::string profile = "datacenter_ethernet";
-  std::string link;           ///< --link RATE: ranks run in bench/netns.sh namespaces
+  std::string link;  ///< --link RATE: ranks run in bench/netns.sh namespaces
   bool progress = true;
 };
 
@@ -71,8 +73,7 @@ inline double number(const std::string& opt, const std::string& v, double lo, do
   return x;
 }
 
-inline long long integer(const std::string& opt, const std::string& v, long long lo,
-                         long long hi) {
+inline long long integer(const std::string& opt, const std::string& v, long long lo, long long hi) {
   long long x = 0;
   auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), x);
   if (v.empty() || ec != std::errc() || p != v.data() + v.size() || x < lo || x > hi)
@@ -89,8 +90,8 @@ inline straggler_spec parse_straggler(const std::string& v) {
   if (colon == std::string::npos)
     throw config_error("--straggler expects RANK:FACTOR (e.g. 1:2), got \"" + v + "\"");
   straggler_spec s;
-  s.rank = static_cast<int>(
-      options_detail::integer("--straggler RANK", v.substr(0, colon), 0, 1 << 20));
+  s.rank =
+      static_cast<int>(options_detail::integer("--straggler RANK", v.substr(0, colon), 0, 1 << 20));
   s.factor = options_detail::number("--straggler FACTOR", v.substr(colon + 1), 1.0, 1000.0);
   return s;
 }
@@ -164,8 +165,7 @@ inline demo_options parse_options(int argc, const char* const* argv) {
     } else if (a == "--plot-format") {
       o.plot_format = value();
       if (o.plot_format != "auto" && o.plot_format != "png" && o.plot_format != "svg")
-        throw config_error("--plot-format expects auto, png or svg, got \"" + o.plot_format +
-                           "\"");
+        throw config_error("--plot-format expects auto, png or svg, got \"" + o.plot_format + "\"");
     } else if (a == "--profile") {
       o.profile = value();
     } else if (a == "--link") {

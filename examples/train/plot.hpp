@@ -23,9 +23,9 @@ namespace greenreduce::examples {
 
 struct plot_series {
   std::string name;
-  double accuracy = 0;                              ///< test accuracy, percent
-  double joules = 0;                                ///< estimated joules of the run
-  std::vector<std::pair<double, double>> loss;      ///< (epoch, training loss)
+  double accuracy = 0;                          ///< test accuracy, percent
+  double joules = 0;                            ///< estimated joules of the run
+  std::vector<std::pair<double, double>> loss;  ///< (epoch, training loss)
 };
 
 namespace plot_detail {
@@ -39,11 +39,16 @@ inline const char* colour(std::size_t i) {
 inline std::string xml_escape(const std::string& s) {
   std::string o;
   for (char ch : s) {
-    if (ch == '<') o += "&lt;";
-    else if (ch == '>') o += "&gt;";
-    else if (ch == '&') o += "&amp;";
-    else if (ch == '"') o += "&quot;";
-    else o += ch;
+    if (ch == '<')
+      o += "&lt;";
+    else if (ch == '>')
+      o += "&gt;";
+    else if (ch == '&')
+      o += "&amp;";
+    else if (ch == '"')
+      o += "&quot;";
+    else
+      o += ch;
   }
   return o;
 }
@@ -128,8 +133,8 @@ inline void write_svg(std::ostream& os, const std::vector<plot_series>& s,
     os << "\"/>\n";
     const double ly = top + 16 + 16.0 * static_cast<double>(i);
     os << "<line x1=\"" << r2 - 110 << "\" y1=\"" << ly - 4 << "\" x2=\"" << r2 - 90 << "\" y2=\""
-       << ly - 4 << "\" stroke=\"" << colour(i) << "\" stroke-width=\"2\"/>\n<text x=\""
-       << r2 - 84 << "\" y=\"" << ly << "\">" << xml_escape(s[i].name) << "</text>\n";
+       << ly - 4 << "\" stroke=\"" << colour(i) << "\" stroke-width=\"2\"/>\n<text x=\"" << r2 - 84
+       << "\" y=\"" << ly << "\">" << xml_escape(s[i].name) << "</text>\n";
   }
   os << "</svg>\n";
 }
@@ -159,8 +164,8 @@ inline bool write_png(const std::string& path_png, const std::vector<plot_series
       << "set xlabel 'epoch'\nset ylabel 'training loss'\nset offsets 0,0,0,0\n"
       << "plot ";
     for (std::size_t i = 0; i < s.size(); ++i)
-      g << (i ? ", " : "") << "'" << dat << "' index " << i + 1 << " using 1:2 with lines lw 2 title '"
-        << s[i].name << "'";
+      g << (i ? ", " : "") << "'" << dat << "' index " << i + 1
+        << " using 1:2 with lines lw 2 title '" << s[i].name << "'";
     g << "\nunset multiplot\n";
   }
   const std::string cmd = "gnuplot '" + gp + "' >/dev/null 2>&1";

@@ -22,12 +22,12 @@ namespace greenreduce::examples {
 
 struct mode_result {
   std::string mode;
-  double accuracy = 0;        ///< test accuracy, percent
-  double wall_s = 0;          ///< training wall time (slowest rank)
-  double wire_bytes = 0;      ///< mean over ranks of socket bytes sent + received
-  double samples = 0;         ///< training samples processed, all ranks
-  energy_estimate energy;     ///< model estimate, summed over ranks
-  double measured_j = NAN;    ///< meter reading of the machine, NaN when none
+  double accuracy = 0;                          ///< test accuracy, percent
+  double wall_s = 0;                            ///< training wall time (slowest rank)
+  double wire_bytes = 0;                        ///< mean over ranks of socket bytes sent + received
+  double samples = 0;                           ///< training samples processed, all ranks
+  energy_estimate energy;                       ///< model estimate, summed over ranks
+  double measured_j = NAN;                      ///< meter reading of the machine, NaN when none
   std::vector<std::pair<double, double>> loss;  ///< (epoch, mean training loss over ranks)
   std::vector<double> rank_wire_bytes, rank_joules, rank_wall_s;
 };
@@ -56,7 +56,8 @@ inline const mode_result* find_sync(const std::vector<mode_result>& rows) {
   return nullptr;
 }
 
-inline void print_table(std::FILE* out, const run_info& info, const std::vector<mode_result>& rows) {
+inline void print_table(std::FILE* out, const run_info& info,
+                        const std::vector<mode_result>& rows) {
   std::fprintf(out,
                "\n%s: %zu train / %zu test images, MLP 784-64-32-10 (%zu parameters), %d ranks, "
                "%d epochs, batch %d per rank, lr %g, momentum %g%s%s\n",
@@ -68,11 +69,10 @@ inline void print_table(std::FILE* out, const run_info& info, const std::vector<
                          .c_str()
                    : "",
                info.balance ? ", resource-aware batch shares" : "");
-  std::fprintf(out, "%-8s %9s %9s %13s %12s %12s %10s %10s %10s\n", "mode", "test acc",
-               "wall (s)", "wire MB/rank", "energy J(*)", "measured J", "acc vs", "wire vs",
-               "J vs");
-  std::fprintf(out, "%-8s %9s %9s %13s %12s %12s %10s %10s %10s\n", "", "", "", "", "", "",
-               "sync", "sync", "sync");
+  std::fprintf(out, "%-8s %9s %9s %13s %12s %12s %10s %10s %10s\n", "mode", "test acc", "wall (s)",
+               "wire MB/rank", "energy J(*)", "measured J", "acc vs", "wire vs", "J vs");
+  std::fprintf(out, "%-8s %9s %9s %13s %12s %12s %10s %10s %10s\n", "", "", "", "", "", "", "sync",
+               "sync", "sync");
   const mode_result* s = find_sync(rows);
   for (const auto& r : rows) {
     char meas[32] = "n/a";

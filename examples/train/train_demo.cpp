@@ -60,8 +60,8 @@ namespace {
 
 /// Packs a rank's outcome as doubles for the allgather to rank 0.
 std::vector<double> pack(const ex::rank_outcome& o) {
-  std::vector<double> v = {o.wall_s,          o.wire_bytes,         o.samples,
-                           o.energy.network_j, o.energy.memory_j,    o.energy.compute_j,
+  std::vector<double> v = {o.wall_s,           o.wire_bytes,      o.samples,
+                           o.energy.network_j, o.energy.memory_j, o.energy.compute_j,
                            o.energy.static_j};
   v.insert(v.end(), o.loss.begin(), o.loss.end());
   return v;
@@ -82,7 +82,11 @@ int rank_main(const ex::demo_options& opt, const std::string& launcher) {
   if (rank == 0) test = ex::load_mnist_like(opt.data, "t10k");
 
   ex::mlp net;
-  ex::rank_context c{opt, rank, world, train, ex::shard_of(train.size(), world, rank, opt.seed),
+  ex::rank_context c{opt,
+                     rank,
+                     world,
+                     train,
+                     ex::shard_of(train.size(), world, rank, opt.seed),
                      std::vector<float>(net.parameter_count()),
                      gr::energy::model(gr::energy::coefficients_from_env(
                          gr::env_source::process(), gr::energy::profile_by_name(opt.profile)))};
@@ -95,18 +99,23 @@ int rank_main(const ex::demo_options& opt, const std::string& launcher) {
 
   gr::energy::rapl_meter meter(gr::env_source::process());
   std::vector<ex::mode_result> rows;
-  const std::size_t npack = packed_scalars + c.points_per_epoch * static_cast<std::size_t>(opt.epochs);
+  const std::size_t npack =
+      packed_scalars + c.points_per_epoch * static_cast<std::size_t>(opt.epochs);
   gr::collective::allgather<gr::transport::tcp> gather(t, npack * sizeof(double));
-  std::string meter_note = meter.available() ? "RAPL (whole machine, all ranks and everything else running)"
-                                             : "n/a (RAPL: " + meter.reason() + "; NVML: not used, CPU training)";
+  std::string meter_note = meter.available()
+                               ? "RAPL (whole machine, all ranks and everything else running)"
+                               : "n/a (RAPL: " + meter.reason() + "; NVML: not used, CPU training)";
+  ex::warm_up(c, t);
   for (const auto& mode : opt.modes) {
     const auto snap = rank == 0 ? meter.start() : gr::energy::rapl_snapshot{};
     ex::rank_outcome o = ex::run_mode(c, t, mode);
     double measured = NAN;
     if (rank == 0) {
       const auto m = meter.stop(snap);
-      if (m.valid) measured = m.joules;
-      else if (meter.available()) meter_note = "n/a (RAPL: " + m.reason + ")";
+      if (m.valid)
+        measured = m.joules;
+      else if (meter.available())
+        meter_note = "n/a (RAPL: " + m.reason + ")";
     }
     const std::vector<double> mine = pack(o);
     const auto all = gather.run(std::as_bytes(std::span<const double>(mine)));
@@ -132,13 +141,15 @@ int rank_main(const ex::demo_options& opt, const std::string& launcher) {
       r.rank_wall_s.push_back(v[0]);
       r.rank_wire_bytes.push_back(v[1]);
       r.rank_joules.push_back(e.total_j());
-      for (std::size_t i = 0; i < loss_sum.size(); ++i) loss_sum[i] += v[packed_scalars + i] / world;
+      for (std::size_t i = 0; i < loss_sum.size(); ++i)
+        loss_sum[i] += v[packed_scalars + i] / world;
     }
     for (std::size_t i = 0; i < loss_sum.size(); ++i)
       r.loss.emplace_back(static_cast<double>(i + 1) / static_cast<double>(c.points_per_epoch),
                           loss_sum[i]);
     if (opt.progress)
-      std::fprintf(stderr, "%-8s test accuracy %.2f%%, %.1f s, %.2f MB/rank on the wire, %.0f J (est.)\n",
+      std::fprintf(stderr,
+                   "%-8s test accuracy %.2f%%, %.1f s, %.2f MB/rank on the wire, %.0f J (est.)\n",
                    mode.c_str(), r.accuracy, r.wall_s, r.wire_bytes / 1e6, r.energy.total_j());
     rows.push_back(std::move(r));
   }
@@ -211,8 +222,8 @@ int main(int argc, char** argv) {
     if (ex::under_launcher()) {
       const auto w = gr::transport::world_from_env(gr::env_source::process());
       if (opt.np_given && opt.np != w.size)
-        usage_error(gr::detail::str("--np ", opt.np, " disagrees with the launcher's world size ",
-                                    w.size));
+        usage_error(
+            gr::detail::str("--np ", opt.np, " disagrees with the launcher's world size ", w.size));
       return rank_main(opt, w.launcher);
     }
     // Fail before spawning when the data is missing: one message, not np.
@@ -220,7 +231,8 @@ int main(int argc, char** argv) {
                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"}) {
       const std::string p = opt.data + "/" + f;
       if (!std::filesystem::exists(p + ".gz") && !std::filesystem::exists(p))
-        throw gr::config_error("data file " + p + ".gz does not exist (install the Debian "
+        throw gr::config_error("data file " + p +
+                               ".gz does not exist (install the Debian "
                                "package dataset-fashion-mnist, or pass --data DIR with "
                                "MNIST-format files)");
     }

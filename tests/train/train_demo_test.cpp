@@ -37,11 +37,22 @@ TEST_CASE("train_demo options: defaults and every flag", "[train]") {
   CHECK(d.straggler.rank == -1);
   CHECK_FALSE(d.balance);
 
-  const auto o = parse({"--np", "2", "--modes", "sync,topk", "--epochs", "5", "--batch", "64",
-                        "--lr", "0.1", "--momentum", "0.8", "--straggler", "1:2.5", "--balance",
-                        "--json", "a.json", "--csv", "b.csv", "--plot", "p", "--plot-format",
-                        "svg", "--limit", "100", "--link", "1gbit", "--topk-ratio", "0.02",
-                        "--staleness", "3", "--no-progress"});
+  const auto o = parse({"--np",        "2",
+                        "--modes",     "sync,topk",
+                        "--epochs",    "5",
+                        "--batch",     "64",
+                        "--lr",        "0.1",
+                        "--momentum",  "0.8",
+                        "--straggler", "1:2.5",
+                        "--balance",   "--json",
+                        "a.json",      "--csv",
+                        "b.csv",       "--plot",
+                        "p",           "--plot-format",
+                        "svg",         "--limit",
+                        "100",         "--link",
+                        "1gbit",       "--topk-ratio",
+                        "0.02",        "--staleness",
+                        "3",           "--no-progress"});
   CHECK(o.np == 2);
   CHECK(o.np_given);
   CHECK(o.modes == std::vector<std::string>{"sync", "topk"});
