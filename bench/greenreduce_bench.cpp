@@ -11,8 +11,18 @@
 // bytes_received of rank 0 for one operation), ratio (raw_bytes / bytes_sent)
 // and #wrong. `--json` prints one JSON object per line instead.
 //
+// Energy: every report is annotated by energy::model (profile from
+// --energy-profile NAME, else GREENREDUCE_ENERGY_PROFILE and the
+// GREENREDUCE_ENERGY_* overrides; default datacenter_ethernet). `joules` is
+// the estimate summed over all ranks for one operation (for --algo ps: over
+// the workers, from their wire bytes and time) and `J/GB` divides it
+// by the operation's size in GB (1e9 bytes of fp32 gradient reduced), so codecs
+// compare by the energy each GB of gradient costs. Both are model estimates.
+//
 // --check compares each rank's result with a float64 reference and counts the
 // elements beyond the bound of bench/check.hpp; #wrong sums all ranks.
+// --algo ps --servers S --mode sync|async|ssp:K runs the parameter server
+// instead (bench/ps_bench.hpp): ranks [0, S) serve, the rest push and pull.
 // Argument errors print a message and exit with status 2.
 #include <chrono>
 #include <cmath>
@@ -32,8 +42,10 @@
 #include "greenreduce/collective/barrier.hpp"
 #include "greenreduce/collective/ring_allreduce.hpp"
 #include "greenreduce/core/env.hpp"
+#include "greenreduce/energy/model.hpp"
 #include "greenreduce/transport/inproc.hpp"
 #include "launch.hpp"
+#include "ps_bench.hpp"
 
 namespace gr = greenreduce;
 
@@ -53,6 +65,11 @@ struct config {
   std::size_t segment_bytes = 512 * 1024;
   gr::collective::reduce_op op = gr::collective::reduce_op::sum;
   bool error_feedback = false;
+  std::string energy_profile;  // empty: from the environment
+  gr::energy::model energy;
+  std::string algo = "ring";
+  int servers = 1;
+  gr::ps::consistency mode = gr::ps::consistency::sync();
 };
 
 [[noreturn]] void usage_error(const std::string& msg) {
@@ -61,7 +78,8 @@ struct config {
                "usage: greenreduce-bench [--np N] [--transport inproc|tcp] [--codec LIST]\n"
                "       [--bytes B | --min-bytes B --max-bytes B --factor F] [--iters N]\n"
                "       [--warmup N] [--check] [--json] [--seed S] [--segment-bytes B]\n"
-               "       [--op sum|average] [--error-feedback]\n"
+               "       [--op sum|average] [--error-feedback] [--energy-profile NAME]\n"
+               "       [--algo ring|ps] [--servers S] [--mode sync|async|ssp:K]\n"
                "codecs: %s\n",
                msg.c_str(), std::string(gr::codec::codec_spec_help).c_str());
   std::exit(2);
@@ -121,10 +139,20 @@ config parse(int argc, char** argv) {
         usage_error("--op must be sum or average, got \"" + v + "\"");
     } else if (a == "--check")
       c.check = true;
+    else if (a == "--energy-profile")
+      c.energy_profile = value();
     else if (a == "--json")
       c.json = true;
     else if (a == "--error-feedback")
       c.error_feedback = true;
+    else if (a == "--algo") {
+      c.algo = value();
+      if (c.algo != "ring" && c.algo != "ps")
+        usage_error("--algo must be ring or ps, got \"" + c.algo + "\"");
+    } else if (a == "--servers")
+      c.servers = static_cast<int>(int_arg(a, value(), 1, 1023));
+    else if (a == "--mode")
+      c.mode = gr::ps::consistency::parse(value());
     else if (a == "--help" || a == "-h")
       usage_error("help");
     else
@@ -148,17 +176,33 @@ config parse(int argc, char** argv) {
   }
   for (auto& s : c.sizes) s = s / 4 * 4;  // whole floats
   if (c.segment_bytes < 4) usage_error("--segment-bytes must be >= 4");
+  const auto process = gr::env_source::process();
+  const std::string profile = c.energy_profile;
+  c.energy = gr::energy::model::from_env(gr::env_source(
+      [process, profile](const std::string& name) -> std::optional<std::string> {
+        if (!profile.empty() && name == "GREENREDUCE_ENERGY_PROFILE") return profile;
+        return process.get(name);
+      }));
+  if (c.algo == "ps" && c.np > 0 && c.np <= c.servers)
+    usage_error(gr::detail::str("--algo ps needs more ranks (--np ", c.np, ") than servers (",
+                                c.servers, ")"));
   return c;
 }
 
 void print_header(const config& c) {
   if (c.json) return;
-  std::printf("# greenreduce-bench: allreduce %s, transport %s, iters %d, warmup %d\n",
-              std::string(gr::collective::to_string(c.op)).c_str(), c.transport.c_str(), c.iters,
-              c.warmup);
-  std::printf("%12s %12s %20s %17s %4s %11s %11s %11s %14s %8s %8s\n", "size", "count", "codec",
-              "algo", "np", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "wire bytes", "ratio",
-              "#wrong");
+  if (c.algo == "ps")
+    std::printf(
+        "# greenreduce-bench: parameter server, %d server(s), mode %s, transport %s, "
+        "iters %d, warmup %d\n",
+        c.servers, c.mode.to_string().c_str(), c.transport.c_str(), c.iters, c.warmup);
+  else
+    std::printf("# greenreduce-bench: allreduce %s, transport %s, iters %d, warmup %d\n",
+                std::string(gr::collective::to_string(c.op)).c_str(), c.transport.c_str(), c.iters,
+                c.warmup);
+  std::printf("%12s %12s %20s %17s %4s %11s %11s %11s %14s %8s %10s %10s %8s\n", "size", "count",
+              "codec", "algo", "np", "time(us)", "algbw(GB/s)", "busbw(GB/s)", "wire bytes",
+              "ratio", "joules", "J/GB", "#wrong");
   std::fflush(stdout);
 }
 
@@ -168,36 +212,93 @@ struct row {
   int np;
   double time_us;
   std::uint64_t wire, raw, sent;
-  std::int64_t wrong;  // -1: not checked
+  std::int64_t wrong;      // -1: not checked
+  double joules = 0;       // estimate, all ranks (ps: all workers), one operation
+  double bus_factor = -1;  // busbw / algbw; < 0: the ring's 2(np-1)/np
 };
 
 void print_row(const config& c, const row& r) {
   const double algbw = r.time_us > 0 ? static_cast<double>(r.size) / (r.time_us * 1e3) : 0;
-  const double busbw = r.np > 1 ? algbw * 2.0 * (r.np - 1) / r.np : 0;
+  const double busbw = r.bus_factor >= 0 ? algbw * r.bus_factor
+                       : r.np > 1        ? algbw * 2.0 * (r.np - 1) / r.np
+                                         : 0;
   const double ratio = r.sent == 0 ? 1.0 : static_cast<double>(r.raw) / static_cast<double>(r.sent);
+  const double j_per_gb = r.size == 0 ? 0 : r.joules / (static_cast<double>(r.size) / 1e9);
   if (c.json) {
     std::printf(
         "{\"size\":%llu,\"count\":%llu,\"codec\":\"%s\",\"algo\":\"%s\",\"np\":%d,"
         "\"time_us\":%.3f,\"algbw_GBps\":%.6f,\"busbw_GBps\":%.6f,\"wire_bytes\":%llu,"
-        "\"raw_bytes\":%llu,\"ratio\":%.4f,\"wrong\":%lld,\"transport\":\"%s\",\"op\":\"%s\"}\n",
+        "\"raw_bytes\":%llu,\"ratio\":%.4f,\"wrong\":%lld,\"transport\":\"%s\",\"op\":\"%s\","
+        "\"joules\":%.6g,\"j_per_gb\":%.6g,\"energy_method\":\"model\"}\n",
         static_cast<unsigned long long>(r.size), static_cast<unsigned long long>(r.count),
         r.codec.c_str(), r.algo.c_str(), r.np, r.time_us, algbw, busbw,
         static_cast<unsigned long long>(r.wire), static_cast<unsigned long long>(r.raw), ratio,
         static_cast<long long>(r.wrong), c.transport.c_str(),
-        std::string(gr::collective::to_string(c.op)).c_str());
+        c.algo == "ps" ? c.mode.to_string().c_str()
+                       : std::string(gr::collective::to_string(c.op)).c_str(),
+        r.joules, j_per_gb);
   } else {
     const std::string wrong = r.wrong < 0 ? "N/A" : std::to_string(r.wrong);
-    std::printf("%12llu %12llu %20s %17s %4d %11.1f %11.3f %11.3f %14llu %8.2f %8s\n",
+    std::printf("%12llu %12llu %20s %17s %4d %11.1f %11.3f %11.3f %14llu %8.2f %10.4g %10.4g %8s\n",
                 static_cast<unsigned long long>(r.size), static_cast<unsigned long long>(r.count),
                 r.codec.c_str(), r.algo.c_str(), r.np, r.time_us, algbw, busbw,
-                static_cast<unsigned long long>(r.wire), ratio, wrong.c_str());
+                static_cast<unsigned long long>(r.wire), ratio, r.joules, j_per_gb,
+                wrong.c_str());
   }
   std::fflush(stdout);
+}
+
+// The parameter server's sweep; rank 0 (a server) prints.
+template <class Transport>
+void ps_main(Transport& t, const config& c) {
+  const int p = t.size();
+  if (p <= c.servers)
+    throw gr::config_error(
+        gr::detail::str("--algo ps needs more ranks (", p, ") than servers (", c.servers, ")"));
+  gr::bench::ps_config pc;
+  pc.servers = c.servers;
+  pc.mode = c.mode;
+  pc.iters = c.iters;
+  pc.warmup = c.warmup;
+  pc.check = c.check;
+  pc.error_feedback = c.error_feedback;
+  pc.seed = c.seed;
+  if (t.rank() == 0) print_header(c);
+  for (std::uint64_t size : c.sizes) {
+    const std::size_t n = size / 4;
+    for (std::size_t k = 0; k < c.codecs.size(); ++k) {
+      std::visit(
+          [&](const auto& codec) {
+            const auto figs = gr::bench::ps_run_one(t, pc, n, codec);
+            if (t.rank() != 0) return;
+            double seconds = 0;
+            std::int64_t wrong = -1;
+            for (const auto& f : figs) {
+              seconds += f.seconds;
+              if (f.wrong >= 0) wrong = (wrong < 0 ? 0 : wrong) + f.wrong;
+            }
+            const double time_us = seconds / static_cast<double>(figs.size()) / c.iters * 1e6;
+            const auto& f0 = figs.front();
+            row r{size, n, c.codec_specs[k], "ps", p, time_us, f0.wire, f0.raw, f0.sent, wrong};
+            r.bus_factor = 2;
+            for (const auto& f : figs) {  // the workers' wire and time per operation
+              gr::report w;
+              w.bytes_sent = f.sent;
+              w.bytes_received = f.wire - f.sent;
+              w.seconds = f.seconds / c.iters;
+              r.joules += c.energy.estimate(w).total_j();
+            }
+            print_row(c, r);
+          },
+          c.codecs[k]);
+    }
+  }
 }
 
 // One rank's whole sweep; rank 0 prints.
 template <class Transport>
 void rank_main(Transport& t, const config& c) {
+  if (c.algo == "ps") return ps_main(t, c);
   const int p = t.size();
   const int r = t.rank();
   if (r == 0) print_header(c);
@@ -213,18 +314,20 @@ void rank_main(Transport& t, const config& c) {
             opts.segment_bytes = c.segment_bytes;
             opts.seed = c.seed;
             opts.error_feedback = c.error_feedback;
+            opts.annotate = [&c](gr::report& rp) { c.energy.annotate(rp); };
             gr::collective::ring_allreduce<C, Transport> ring(t, n, codec, opts);
             for (int i = 0; i < c.warmup; ++i) {
               work = input;
               ring.run(work, c.op);
             }
             gr::collective::barrier(t);
-            double seconds = 0;
+            double seconds = 0, energy_j = 0;
             gr::report rep;
             for (int i = 0; i < c.iters; ++i) {
               work = input;
               rep = ring.run(work, c.op);
               seconds += rep.seconds;
+              energy_j += rep.energy.total_j();
             }
             std::int64_t wrong = -1;
             if (c.check) {
@@ -234,9 +337,15 @@ void rank_main(Transport& t, const config& c) {
               sum.run(std::span<float>(&local, 1));
               wrong = static_cast<std::int64_t>(local);
             }
+            // The operation's energy is every rank's estimate; a 1-element sum gathers it.
+            float joules = static_cast<float>(energy_j / c.iters);
+            {
+              gr::collective::ring_allreduce<gr::codec::none, Transport> sum(t, 1);
+              sum.run(std::span<float>(&joules, 1));
+            }
             if (r == 0)
               print_row(c, {size, n, c.codec_specs[k], rep.algo, p, seconds / c.iters * 1e6,
-                            rep.wire_bytes(), rep.raw_bytes, rep.bytes_sent, wrong});
+                            rep.wire_bytes(), rep.raw_bytes, rep.bytes_sent, wrong, joules});
           },
           c.codecs[k]);
     }
@@ -245,7 +354,9 @@ void rank_main(Transport& t, const config& c) {
 
 int run_inproc(const config& c) {
   const int p = c.np > 0 ? c.np : 1;
-  gr::transport::inproc_world world(p);
+  gr::transport::inproc_options o;
+  o.isolate_peer_failures = c.algo == "ps";  // the server needs it, the ring must not have it
+  gr::transport::inproc_world world(p, o);
   std::vector<std::thread> threads;
   std::vector<std::exception_ptr> errors(static_cast<std::size_t>(p));
   for (int r = 0; r < p; ++r)
@@ -282,7 +393,8 @@ int main(int argc, char** argv) {
   }
   try {
     if (c.transport == "inproc") return run_inproc(c);
-    return gr::bench::run_tcp(argc, argv, c.np, [&](auto& t) { rank_main(t, c); });
+    return gr::bench::run_tcp(
+        argc, argv, c.np, [&](auto& t) { rank_main(t, c); }, c.algo == "ps");
   } catch (const gr::config_error& e) {
     usage_error(e.what());
   } catch (const std::exception& e) {

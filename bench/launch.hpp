@@ -46,10 +46,12 @@ inline int free_loopback_port() {
 }
 
 /// Runs `body(tcp&)` as one rank, or spawns np ranks of this program.
+/// `isolate`: the transport isolates peer failures (the parameter server).
 template <class Body>
-int run_tcp(int /*argc*/, char** argv, int np, Body&& body) {
+int run_tcp(int /*argc*/, char** argv, int np, Body&& body, bool isolate = false) {
   if (under_launcher()) {
-    const auto opts = transport::tcp_options::from_env();
+    auto opts = transport::tcp_options::from_env();
+    opts.isolate_peer_failures = isolate;
     if (np > 0 && np != opts.size)
       throw config_error(
           detail::str("--np ", np, " disagrees with the launcher's world size ", opts.size));

@@ -4,9 +4,11 @@
 // includes what it needs and nothing above its layer (see docs/design.md).
 #pragma once
 
+
 // core
 #include "greenreduce/core/buffer.hpp"
 #include "greenreduce/core/bytes.hpp"
+#include "greenreduce/core/config.hpp"
 #include "greenreduce/core/crc32c.hpp"
 #include "greenreduce/core/env.hpp"
 #include "greenreduce/core/error.hpp"
@@ -15,7 +17,17 @@
 #include "greenreduce/core/rng.hpp"
 #include "greenreduce/core/version.hpp"
 
-// kernels and codecs
+// kernels
+#include "greenreduce/kernels/copy.hpp"
+#include "greenreduce/kernels/half.hpp"
+#include "greenreduce/kernels/int8.hpp"
+#include "greenreduce/kernels/lanes.hpp"
+#include "greenreduce/kernels/philox.hpp"
+#include "greenreduce/kernels/random_bits.hpp"
+#include "greenreduce/kernels/ternary.hpp"
+#include "greenreduce/kernels/topk.hpp"
+
+// codecs
 #include "greenreduce/codec/bf16.hpp"
 #include "greenreduce/codec/checks.hpp"
 #include "greenreduce/codec/concept.hpp"
@@ -24,35 +36,28 @@
 #include "greenreduce/codec/half_codec.hpp"
 #include "greenreduce/codec/int8.hpp"
 #include "greenreduce/codec/none.hpp"
-#include "greenreduce/codec/registry.hpp"
 #include "greenreduce/codec/randomk.hpp"
+#include "greenreduce/codec/registry.hpp"
 #include "greenreduce/codec/sign.hpp"
 #include "greenreduce/codec/ternary.hpp"
 #include "greenreduce/codec/topk.hpp"
-#include "greenreduce/kernels/copy.hpp"
-#include "greenreduce/kernels/random_bits.hpp"
-#include "greenreduce/kernels/ternary.hpp"
-#include "greenreduce/kernels/topk.hpp"
-#include "greenreduce/kernels/half.hpp"
-#include "greenreduce/kernels/int8.hpp"
-#include "greenreduce/kernels/lanes.hpp"
-#include "greenreduce/kernels/philox.hpp"
 
 // transports
 #include "greenreduce/transport/concept.hpp"
 #include "greenreduce/transport/inproc.hpp"
+// nvcc's front end cannot parse Boost.Asio 1.74: a .cu file gets everything
+// else from this header and includes the TCP transport from a .cpp instead.
+#if !defined(__CUDACC__)
 #include "greenreduce/transport/rendezvous.hpp"
 #include "greenreduce/transport/store.hpp"
 #include "greenreduce/transport/tcp.hpp"
+#endif
 
-// energy
-#include "greenreduce/energy/csv.hpp"
-#include "greenreduce/energy/json.hpp"
-#include "greenreduce/energy/ledger.hpp"
-#include "greenreduce/energy/meter.hpp"
-#include "greenreduce/energy/model.hpp"
-#include "greenreduce/energy/nvml.hpp"
-#include "greenreduce/energy/rapl.hpp"
+// collectives
+#include "greenreduce/collective/allgather.hpp"
+#include "greenreduce/collective/barrier.hpp"
+#include "greenreduce/collective/broadcast.hpp"
+#include "greenreduce/collective/ring_allreduce.hpp"
 
 // parameter server
 #include "greenreduce/ps/options.hpp"
@@ -62,8 +67,11 @@
 #include "greenreduce/ps/update_rule.hpp"
 #include "greenreduce/ps/worker.hpp"
 
-// collectives
-#include "greenreduce/collective/allgather.hpp"
-#include "greenreduce/collective/barrier.hpp"
-#include "greenreduce/collective/broadcast.hpp"
-#include "greenreduce/collective/ring_allreduce.hpp"
+// energy
+#include "greenreduce/energy/csv.hpp"
+#include "greenreduce/energy/json.hpp"
+#include "greenreduce/energy/ledger.hpp"
+#include "greenreduce/energy/meter.hpp"
+#include "greenreduce/energy/model.hpp"
+#include "greenreduce/energy/nvml.hpp"
+#include "greenreduce/energy/rapl.hpp"

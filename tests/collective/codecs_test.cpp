@@ -1,9 +1,11 @@
 // Ring allreduce with every built-in codec: results within the codec's bound,
 // bit-identical on all ranks, and the compression the report claims.
 #include <catch2/catch.hpp>
+
 #include <cmath>
 #include <string>
 #include <tuple>
+#include "check.hpp"
 
 #include "collective/ranks.hpp"
 #include "greenreduce/codec/registry.hpp"
@@ -17,17 +19,8 @@ using transport::inproc;
 
 namespace {
 
-// Worst error of one encode of values of magnitude <= m (bench/check.hpp has
-// the same table and its derivation).
-template <class Codec>
-double per_encode_error(const Codec& c, double m) {
-  const std::string_view name = c.name();
-  if (name == "none") return 0;
-  if (name == "fp16") return std::ldexp(m, -11) + std::ldexp(1.0, -25);
-  if (name == "bf16") return std::ldexp(m, -8);
-  if (name.starts_with("int8")) return m / 127;
-  return 2 * m;
-}
+// Worst error of one encode: the bound table greenreduce-bench --check uses.
+using greenreduce::bench::per_encode_error;
 
 template <class Codec>
 void check_codec_ring(const Codec& c, int p, std::size_t n, reduce_op op, ring_options opts,

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <catch2/catch.hpp>
+#include <cstring>
 #include <string>
 #include <xsimd/xsimd.hpp>
 
@@ -28,6 +29,11 @@ void for_each_arch(F&& f) {
   f(xsimd::avx512f{}, std::string("avx512f"));
 #endif
   f(xsimd::default_arch{}, std::string("default_arch ") + xsimd::default_arch::name());
+}
+
+/// memcmp that also accepts the null pointers of empty vectors.
+inline bool same_bytes(const void* a, const void* b, std::size_t n) {
+  return n == 0 || std::memcmp(a, b, n) == 0;
 }
 
 }  // namespace greenreduce::test

@@ -34,7 +34,7 @@ void check_encode_equal(const std::vector<float>& x) {
     std::fill(got.begin(), got.end(), std::byte{0});
     const bool ok = kernels::encode_half<Format, Arch>(x, got.data());
     CHECK(ok == ok_ref);
-    CHECK(std::memcmp(got.data(), ref.data(), 2 * x.size()) == 0);
+    CHECK(test::same_bytes(got.data(), ref.data(), 2 * x.size()));
   });
 }
 
@@ -49,10 +49,10 @@ void check_decode_equal(const std::vector<std::byte>& wire, std::uint64_t s) {
   test::for_each_arch([&]<class Arch>(Arch, const std::string& arch) {
     INFO(Format::name << " on " << arch << ", n = " << n);
     kernels::decode_half<Format, Arch>(wire.data(), got);
-    CHECK(std::memcmp(got.data(), ref.data(), 4 * n) == 0);
+    CHECK(test::same_bytes(got.data(), ref.data(), 4 * n));
     auto acc = acc0;
     kernels::decode_add_half<Format, Arch>(wire.data(), acc);
-    CHECK(std::memcmp(acc.data(), acc_ref.data(), 4 * n) == 0);
+    CHECK(test::same_bytes(acc.data(), acc_ref.data(), 4 * n));
   });
 }
 

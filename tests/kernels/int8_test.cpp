@@ -22,12 +22,12 @@ TEST_CASE("vectorized Philox equals core/rng.hpp and the group rule", "[kernels]
       kernels::scalar::philox_group_words(g, group, ref);
       for (std::size_t k = 0; k < 64; ++k)
         by_element[k] = kernels::scalar::philox_word(g, 64 * group + k);
-      CHECK(std::memcmp(ref, by_element, sizeof ref) == 0);
+      CHECK(test::same_bytes(ref, by_element, sizeof ref));
       test::for_each_arch([&]<class Arch>(Arch, const std::string& arch) {
         INFO(arch << " offset " << offset << " group " << group);
         std::uint32_t got[64];
         kernels::philox_group_words<Arch>(g, group, got);
-        CHECK(std::memcmp(ref, got, sizeof ref) == 0);
+        CHECK(test::same_bytes(ref, got, sizeof ref));
       });
     }
   }
@@ -63,14 +63,14 @@ void check_int8(std::size_t n, std::size_t bucket, bool stochastic, std::uint64_
   test::for_each_arch([&]<class Arch>(Arch, const std::string& arch) {
     INFO(arch);
     REQUIRE(kernels::encode_int8<Arch>(x, bucket, stochastic ? &g : nullptr, sc.data(), q.data()));
-    CHECK(std::memcmp(sc.data(), sc_ref.data(), sc.size()) == 0);
-    CHECK(std::memcmp(q.data(), q_ref.data(), n) == 0);
+    CHECK(test::same_bytes(sc.data(), sc_ref.data(), sc.size()));
+    CHECK(test::same_bytes(q.data(), q_ref.data(), n));
     std::vector<float> dec(n);
     kernels::decode_int8<Arch>(sc_ref.data(), q_ref.data(), bucket, dec);
-    CHECK(std::memcmp(dec.data(), dec_ref.data(), 4 * n) == 0);
+    CHECK(test::same_bytes(dec.data(), dec_ref.data(), 4 * n));
     auto acc = acc0;
     kernels::decode_add_int8<Arch>(sc_ref.data(), q_ref.data(), bucket, acc);
-    CHECK(std::memcmp(acc.data(), acc_ref.data(), 4 * n) == 0);
+    CHECK(test::same_bytes(acc.data(), acc_ref.data(), 4 * n));
   });
 }
 

@@ -37,7 +37,7 @@ TEST_CASE("ps sync with int8 pushes (error feedback) and fp16 pulls tracks fp32 
         const auto g = grad(w, k, t);
         for (std::size_t i = 0; i < g.size(); ++i) ref[k][i] -= lr * g[i] / W;
       }
-  test::mailbox_world world(S + W);
+  test::ps_world world(S + W);
   ps::worker_options wo;
   wo.encoded_pull = true;
   std::vector<std::vector<float>> got(keys.size());

@@ -32,7 +32,7 @@ TEST_CASE("ps: bad pushes and pulls are refused with the key named, parameters u
   const std::vector<ps::key_spec> keys{{"a", 10}, {"b", 4}};
   const auto init_a = test::normal_floats(10, test::seed(30));
   const auto init_b = test::normal_floats(4, test::seed(31));
-  test::mailbox_world world(2);
+  test::ps_world world(2);
   std::vector<float> final_a, final_b;
   ps::server_stats st;
   test::run_ranks(
@@ -73,7 +73,7 @@ TEST_CASE("ps: bad pushes and pulls are refused with the key named, parameters u
 TEST_CASE("ps: wrong codec, unknown key, malformed bytes and local checks", "[ps][errors]") {
   const std::vector<ps::key_spec> keys{{"a", 10}};
   const auto init = test::normal_floats(10, test::seed(32));
-  test::mailbox_world world(4);
+  test::ps_world world(4);
   std::vector<float> final_a;
   test::run_ranks(
       world, 1, 4,
@@ -145,7 +145,7 @@ TEST_CASE("ps sync: a dead worker gives every other worker peer_error within 2x 
   for (bool closes : {false, true}) {
     const int S = 1, W = 3;
     const std::vector<ps::key_spec> keys{{"p", 8}};
-    test::mailbox_world world(S + W);
+    test::ps_world world(S + W);
     std::vector<std::string> logs;
     std::mutex lm;
     std::atomic<int> peer_errors{0};
@@ -171,7 +171,7 @@ TEST_CASE("ps sync: a dead worker gives every other worker peer_error within 2x 
           wk.push("p", g);  // step 0 completes for everyone
           if (wk.index() == 2) {
             if (closes) {
-              t.close();  // dies: its connection goes away
+              t.abort();  // dies: its connection goes away
             } else {
               std::this_thread::sleep_for(3 * timeout);  // hangs, silent
               CHECK_THROWS_MATCHES(wk.push("p", g), peer_error, what_has("dropped worker 2"));
@@ -208,7 +208,7 @@ TEST_CASE(
   for (const char* mode : {"async", "ssp:1"}) {
     const int S = 2, W = 3, steps = 30;
     const std::vector<ps::key_spec> keys{{"p", 8}, {"q", 5}};
-    test::mailbox_world world(S + W);
+    test::ps_world world(S + W);
     std::atomic<std::uint64_t> rule_calls{0};
     std::vector<std::uint64_t> acked(static_cast<std::size_t>(W), 0);
     std::vector<std::uint64_t> applied(static_cast<std::size_t>(W), 0);
@@ -240,7 +240,7 @@ TEST_CASE(
           const std::vector<float> gp(8, 1.0F), gq(5, 1.0F);
           for (int step = 0; step < steps; ++step) {
             if (w == 1 && step == 3) {
-              t.close();  // dies mid-run
+              t.abort();  // dies mid-run
               return;
             }
             wk.push("p", gp);
@@ -260,7 +260,7 @@ TEST_CASE("ps ssp: a silent worker is dropped after the timeout, releasing the o
           "[ps][failure]") {
   const int S = 1, W = 2, steps = 10;
   const std::vector<ps::key_spec> keys{{"p", 4}};
-  test::mailbox_world world(S + W);
+  test::ps_world world(S + W);
   std::vector<int> dropped;
   test::run_ranks(
       world, S, S + W,

@@ -1,5 +1,6 @@
-// tests/ps/harness.hpp — runs servers and workers as threads of one test, and
-// two small codecs that only the tests need.
+// tests/ps/harness.hpp — runs servers and workers as threads of one test over
+// transport::inproc with per-peer failure isolation, and two small codecs that
+// only the tests need.
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -14,11 +15,30 @@
 #include "greenreduce/codec/concept.hpp"
 #include "greenreduce/ps/server.hpp"
 #include "greenreduce/ps/worker.hpp"
-#include "ps/mailbox.hpp"
+#include "greenreduce/transport/inproc.hpp"
 
 namespace greenreduce::test {
 
-using endpoint = mailbox_world::endpoint;
+using endpoint = transport::inproc;
+
+/// An inproc world whose endpoints isolate peer failures, as the server needs.
+/// A worker "dies" with endpoint::abort().
+class ps_world {
+ public:
+  explicit ps_world(int n, std::chrono::milliseconds timeout = std::chrono::seconds(20))
+      : w_(n, options(timeout)) {}
+  transport::inproc rank(int r) { return w_.rank(r); }
+  transport::inproc_world& world() { return w_; }
+
+ private:
+  static transport::inproc_options options(std::chrono::milliseconds timeout) {
+    transport::inproc_options o;
+    o.timeout = timeout;
+    o.isolate_peer_failures = true;
+    return o;
+  }
+  transport::inproc_world w_;
+};
 
 /// fp32 values times 2 on the wire: exact, but another codec id and hash.
 struct doubled {
@@ -84,11 +104,10 @@ static_assert(codec::codec<coarse>);
 
 /// Runs `serve(endpoint&)` on ranks [0, S) and `work(endpoint&)` on the rest,
 /// each on its own thread; rethrows the first exception after joining all.
-inline void run_ranks(mailbox_world& world, int S, int size,
-                      const std::function<void(endpoint&)>& serve,
+inline void run_ranks(ps_world& world, int S, int size, const std::function<void(endpoint&)>& serve,
                       const std::function<void(endpoint&)>& work) {
   std::vector<std::unique_ptr<endpoint>> eps;
-  for (int r = 0; r < size; ++r) eps.push_back(std::make_unique<endpoint>(world, r));
+  for (int r = 0; r < size; ++r) eps.push_back(std::make_unique<endpoint>(world.rank(r)));
   std::mutex m;
   std::exception_ptr first;
   std::vector<std::thread> threads;

@@ -8,6 +8,7 @@
 #include <thread>
 #include <utility>
 
+#include "greenreduce/energy/model.hpp"
 #include "ps/harness.hpp"
 #include "support/random.hpp"
 
@@ -70,7 +71,7 @@ std::pair<std::vector<float>, std::uint32_t> solve(ps::consistency mode, int W, 
   ps::ps_options opt;
   opt.mode = mode;
   opt.timeout = 5000ms;
-  test::mailbox_world world(S + W);
+  test::ps_world world(S + W);
   std::vector<float> x(6);
   std::atomic<std::uint32_t> max_stale{0};
   // started[w]: the highest step whose push worker w has begun (+1).
@@ -147,7 +148,7 @@ TEST_CASE("ps sync: equals single-process momentum SGD on the same gradients", "
         ref[k][i] -= lr * vel[k][i];
       }
     }
-  test::mailbox_world world(S + W);
+  test::ps_world world(S + W);
   std::mutex m;
   std::vector<std::vector<std::vector<float>>> pulled(static_cast<std::size_t>(W));
   std::vector<ps::server_stats> stats(static_cast<std::size_t>(S));
@@ -179,9 +180,12 @@ TEST_CASE("ps sync: equals single-process momentum SGD on the same gradients", "
             CHECK(rep.raw_bytes == 4 * keys[k].length);
             // The first request to a server also carries the hello exchange.
             const std::uint64_t hello = step == 0 && first_contact(k) ? 1 : 0;
+            // inproc counts tcp's frame header with every message.
+            constexpr auto H = transport::inproc_header_bytes;
             CHECK(rep.bytes_sent == ps::request_header_bytes + frame_header_bytes +
-                                        4 * keys[k].length + hello * ps::request_header_bytes);
-            CHECK(rep.bytes_received == ps::reply_header_bytes * (1 + hello));
+                                        4 * keys[k].length + hello * ps::request_header_bytes +
+                                        (1 + hello) * H);
+            CHECK(rep.bytes_received == (ps::reply_header_bytes + H) * (1 + hello));
             CHECK(rep.memory_bytes == codec::none{}.encode_work(keys[k].length).memory_bytes);
             CHECK(rep.seconds >= 0);
           }
@@ -190,7 +194,8 @@ TEST_CASE("ps sync: equals single-process momentum SGD on the same gradients", "
           std::vector<float> p(key.length);
           const auto rep = wk.pull(key.name, p);
           CHECK(rep.op == "pull");
-          CHECK(rep.bytes_received == ps::reply_header_bytes + frame_header_bytes + 4 * key.length);
+          CHECK(rep.bytes_received == ps::reply_header_bytes + frame_header_bytes + 4 * key.length +
+                                          transport::inproc_header_bytes);
           mine.push_back(p);
         }
         pulled[static_cast<std::size_t>(w)] = mine;
@@ -229,7 +234,7 @@ TEST_CASE("ps ssp: converges and never exceeds the staleness bound", "[ps][ssp]"
 TEST_CASE("ps shares: follow the workers' measured throughput", "[ps][shares]") {
   const int S = 1, W = 3, steps = 12;
   const std::vector<ps::key_spec> keys{{"p", 16}};
-  test::mailbox_world world(S + W);
+  test::ps_world world(S + W);
   ps::ps_options opt;
   opt.mode = ps::consistency::async();
   std::vector<std::vector<double>> seen(static_cast<std::size_t>(W));
@@ -270,7 +275,7 @@ TEST_CASE("ps: encoded pull and pushes with another codec", "[ps][codec]") {
   const int S = 1, W = 2;
   const std::vector<ps::key_spec> keys{{"p", 33}};
   const auto init = test::normal_floats(33, test::seed(20));
-  test::mailbox_world world(S + W);
+  test::ps_world world(S + W);
   ps::worker_options wo;
   wo.encoded_pull = true;
   test::run_ranks(
@@ -300,7 +305,7 @@ TEST_CASE("ps: error feedback keeps a lossy codec's error bounded", "[ps][codec]
   const int S = 1, W = 1, steps = 40;
   const std::vector<ps::key_spec> keys{{"p", 5}};
   for (bool ef : {true, false}) {
-    test::mailbox_world world(S + W);
+    test::ps_world world(S + W);
     ps::worker_options wo;
     wo.error_feedback = ef;
     std::vector<float> p(5);
@@ -323,4 +328,62 @@ TEST_CASE("ps: error feedback keeps a lossy codec's error bounded", "[ps][codec]
     else
       CHECK(std::abs(p[0] - want) > 1.0F);
   }
+}
+
+TEST_CASE("ps: a refused push restores the error-feedback residual", "[ps][codec]") {
+  // 3e38 * 8 overflows in the 1/8-step codec: the server decodes inf and
+  // refuses the push. Were the residual committed it would hold -inf and every
+  // later push would fail; restored, the sum still tracks 0.3 * steps.
+  const int S = 1, W = 1, steps = 20;
+  const std::vector<ps::key_spec> keys{{"p", 5}};
+  test::ps_world world(S + W);
+  std::vector<float> p(5);
+  test::run_ranks(
+      world, S, S + W,
+      [&](endpoint& t) {
+        ps::server<endpoint, test::coarse> srv(t, ps::roles(S, S + W), keys, ps::sgd(1.0F), {}, {},
+                                               {}, [](std::string_view) {});
+        srv.run();
+      },
+      [&](endpoint& t) {
+        ps::worker<endpoint, test::coarse> wk(t, ps::roles(S, S + W), keys);
+        const std::vector<float> g(5, 0.3F), huge(5, 3e38F);
+        for (int i = 0; i < steps; ++i) {
+          wk.push("p", g);
+          if (i == steps / 2) CHECK_THROWS_AS(wk.push("p", huge), decode_error);
+        }
+        wk.pull("p", p);
+      });
+  CHECK(std::abs(p[0] - (-0.3F * steps)) <= 0.0625F + 1e-4F);
+}
+
+TEST_CASE("ps: worker_options::annotate sees every push and pull report", "[ps][energy]") {
+  const int S = 1, W = 1;
+  const std::vector<ps::key_spec> keys{{"p", 64}};
+  test::ps_world world(S + W);
+  int calls = 0;
+  const energy::model m;
+  test::run_ranks(
+      world, S, S + W,
+      [&](endpoint& t) {
+        ps::server<endpoint> srv(t, ps::roles(S, S + W), keys, ps::sgd(0.1F));
+        srv.run();
+      },
+      [&](endpoint& t) {
+        ps::worker_options wo;
+        wo.annotate = [&](report& r) {
+          ++calls;
+          m.annotate(r);
+        };
+        ps::worker<endpoint> wk(t, ps::roles(S, S + W), keys, wo);
+        std::vector<float> g(64, 1.0F), p(64);
+        const auto a = wk.push("p", g);
+        const auto b = wk.pull("p", p);
+        CHECK(a.energy.method == energy_method::model);
+        CHECK(a.energy.total_j() > 0);
+        CHECK(b.energy.total_j() > 0);
+      });
+  CHECK(calls == 2);
+  // Default: none.
+  CHECK_FALSE(ps::worker_options{}.annotate);
 }

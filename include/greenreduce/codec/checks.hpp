@@ -32,7 +32,7 @@ std::vector<std::string> check_codec(const C& c, std::uint64_t seed,
                                                                          4099}) {
   std::vector<std::string> bad;
   auto fail = [&](std::size_t n, const std::string& what) {
-    bad.push_back(detail::str(c.name(), " n=", n, " seed=", seed, ": ", what));
+    bad.push_back(greenreduce::detail::str(c.name(), " n=", n, " seed=", seed, ": ", what));
   };
   std::mt19937_64 gen(seed);
   std::normal_distribution<float> normal(0.0F, 1.0F);
@@ -50,7 +50,8 @@ std::vector<std::string> check_codec(const C& c, std::uint64_t seed,
       fail(n, std::string("encode threw on finite input: ") + e.what());
       continue;
     }
-    if (len > cap) fail(n, detail::str("encode wrote ", len, " bytes > max_encoded_bytes ", cap));
+    if (len > cap)
+      fail(n, greenreduce::detail::str("encode wrote ", len, " bytes > max_encoded_bytes ", cap));
     for (std::size_t i = cap; i < out.size(); ++i)
       if (out[i] != std::byte{0xA5}) {
         fail(n, "encode wrote past the output span");
@@ -94,13 +95,14 @@ std::vector<std::string> check_codec(const C& c, std::uint64_t seed,
     }
     for (std::size_t i = 0; i < n; ++i) {
       if (!std::isfinite(dec[i])) {
-        fail(n, detail::str("decode gave non-finite element ", i));
+        fail(n, greenreduce::detail::str("decode gave non-finite element ", i));
         break;
       }
       const float want = acc0[i] + dec[i];
       const float tol = 4e-7F * (std::abs(acc0[i]) + std::abs(dec[i])) + 1e-30F;
       if (!(std::abs(acc[i] - want) <= tol)) {
-        fail(n, detail::str("decode_add element ", i, " is ", acc[i], ", acc + decode is ", want));
+        fail(n, greenreduce::detail::str("decode_add element ", i, " is ", acc[i],
+                                         ", acc + decode is ", want));
         break;
       }
     }
@@ -124,7 +126,7 @@ std::vector<std::string> check_codec(const C& c, std::uint64_t seed,
     const std::size_t step = len <= 256 ? 1 : len / 97;
     for (std::size_t t = 0; t < len; t += step) {
       std::vector<std::byte> cut(frame.begin(), frame.begin() + static_cast<std::ptrdiff_t>(t));
-      expect_reject(cut, n, detail::str("a frame truncated to ", t, " bytes"));
+      expect_reject(cut, n, greenreduce::detail::str("a frame truncated to ", t, " bytes"));
     }
     std::vector<std::byte> longer(frame.begin(), frame.end());
     longer.push_back(std::byte{0});
@@ -160,10 +162,12 @@ std::vector<std::string> check_codec(const C& c, std::uint64_t seed,
         rng g4(seed);
         try {
           c.encode(y, std::span<std::byte>(out).first(cap), g4);
-          fail(n, detail::str("encode accepted ", poison, " at ", at));
+          fail(n, greenreduce::detail::str("encode accepted ", poison, " at ", at));
         } catch (const numeric_error& e) {
-          if (std::string(e.what()).find(detail::str("element ", at, " ")) == std::string::npos)
-            fail(n, detail::str("numeric_error does not name element ", at, ": ", e.what()));
+          if (std::string(e.what()).find(greenreduce::detail::str("element ", at, " ")) ==
+              std::string::npos)
+            fail(n, greenreduce::detail::str("numeric_error does not name element ", at, ": ",
+                                             e.what()));
         } catch (const std::exception& e) {
           fail(n, std::string("non-finite input threw a non-numeric_error: ") + e.what());
         }

@@ -89,8 +89,8 @@ constexpr std::uint64_t hash_words(std::initializer_list<std::uint64_t> words) n
 /// Throws config_error unless `out` can hold max_encoded_bytes(n).
 inline void require_output(std::string_view codec_name, std::size_t need, std::size_t have) {
   if (have < need)
-    throw config_error(detail::str(codec_name, " encode needs ", need,
-                                   " bytes of output (max_encoded_bytes), got ", have));
+    throw config_error(greenreduce::detail::str(
+        codec_name, " encode needs ", need, " bytes of output (max_encoded_bytes), got ", have));
 }
 
 /// Throws numeric_error naming the first non-finite element of `in`, if any.
@@ -100,8 +100,8 @@ inline void require_output(std::string_view codec_name, std::size_t need, std::s
 inline void require_finite(std::string_view codec_name, std::span<const float> in) {
   for (std::size_t i = 0; i < in.size(); ++i)
     if (!std::isfinite(in[i]))
-      throw numeric_error(detail::str(codec_name, " encode: element ", i, " is ", in[i],
-                                      "; gradients must be finite"));
+      throw numeric_error(greenreduce::detail::str(codec_name, " encode: element ", i, " is ",
+                                                   in[i], "; gradients must be finite"));
 }
 
 }  // namespace greenreduce::codec

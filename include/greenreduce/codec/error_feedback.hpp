@@ -46,13 +46,24 @@ class error_feedback {
   std::span<const float> residual() const noexcept { return residual_; }
   /// Forgets the accumulated error (the length stays fixed).
   void reset() noexcept { std::fill(residual_.begin(), residual_.end(), 0.0F); }
+  /// Sets the residual, e.g. back to a copy taken before an encode whose frame
+  /// was never delivered (two-phase use: copy, encode, send, restore on refusal).
+  void restore(std::span<const float> r) {
+    if (!size_) size_to(r.size());
+    if (r.size() != *size_)
+      throw config_error(greenreduce::detail::str("error_feedback<", codec_.name(),
+                                                  "> holds the residual of ", *size_,
+                                                  " elements, restore got ", r.size()));
+    std::copy(r.begin(), r.end(), residual_.begin());
+  }
 
   /// One step: writes C's frame of x + residual into out and updates the residual.
   std::size_t encode(std::span<const float> in, std::span<std::byte> out, rng& g) {
     if (!size_) size_to(in.size());
     if (in.size() != *size_)
-      throw config_error(detail::str("error_feedback<", codec_.name(), "> holds the residual of ",
-                                     *size_, " elements, got an input of ", in.size()));
+      throw config_error(greenreduce::detail::str("error_feedback<", codec_.name(),
+                                                  "> holds the residual of ", *size_,
+                                                  " elements, got an input of ", in.size()));
     if constexpr (fused_residual<C>) {
       return codec_.encode_with_residual(in, std::span<float>(residual_), out, g);
     } else {

@@ -55,22 +55,24 @@ struct half_codec {
   [[noreturn]] void reject(std::span<const float> in) const {
     for (std::size_t i = 0; i < in.size(); ++i) {
       if (!std::isfinite(in[i]))
-        throw numeric_error(detail::str(name(), " encode: element ", i, " is ", in[i],
-                                        "; gradients must be finite"));
+        throw numeric_error(greenreduce::detail::str(name(), " encode: element ", i, " is ", in[i],
+                                                     "; gradients must be finite"));
       if ((Format::encode(in[i]) & 0x7FFFU) >= Format::inf_bits)
-        throw numeric_error(detail::str(name(), " encode: element ", i, " is ", in[i], ", beyond ",
-                                        name(), "'s finite range (largest ", Format::max_finite,
-                                        "); scale the gradient or choose a wider codec"));
+        throw numeric_error(
+            greenreduce::detail::str(name(), " encode: element ", i, " is ", in[i], ", beyond ",
+                                     name(), "'s finite range (largest ", Format::max_finite,
+                                     "); scale the gradient or choose a wider codec"));
     }
-    throw numeric_error(
-        detail::str(name(), " encode: the kernel reported an element out of range, none found"));
+    throw numeric_error(greenreduce::detail::str(
+        name(), " encode: the kernel reported an element out of range, none found"));
   }
 
   std::span<const std::byte> payload_of(std::span<const std::byte> frame, std::size_t n) const {
     auto v = parse_frame(frame, frame_expect{}.of(wire_id).count(n));
     if (v.payload.size() != 2 * n)
-      throw decode_error(detail::str(name(), " frame declares ", n, " elements but carries ",
-                                     v.payload.size(), " payload bytes (needs ", 2 * n, ")"));
+      throw decode_error(greenreduce::detail::str(name(), " frame declares ", n,
+                                                  " elements but carries ", v.payload.size(),
+                                                  " payload bytes (needs ", 2 * n, ")"));
     return v.payload;
   }
 };

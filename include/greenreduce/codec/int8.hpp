@@ -57,8 +57,8 @@ class int8 {
   explicit int8(std::size_t bucket = default_bucket, rounding mode = rounding::nearest)
       : bucket_(bucket), mode_(mode) {
     if (bucket == 0 || bucket > max_bucket)
-      throw config_error(
-          detail::str("int8 bucket size must be in [1, ", max_bucket, "], got ", bucket));
+      throw config_error(greenreduce::detail::str("int8 bucket size must be in [1, ", max_bucket,
+                                                  "], got ", bucket));
   }
   static int8 nearest(std::size_t bucket = default_bucket) { return int8(bucket); }
   static int8 stochastic(std::size_t bucket = default_bucket) {
@@ -128,18 +128,19 @@ class int8 {
     if (v.payload.size() >= 4) {
       const auto got = load_le<std::uint32_t>(v.payload.data());
       if (got != bucket_)
-        throw decode_error(detail::str("int8 frame was encoded with buckets of ", got,
-                                       " elements, this codec uses ", bucket_));
+        throw decode_error(greenreduce::detail::str("int8 frame was encoded with buckets of ", got,
+                                                    " elements, this codec uses ", bucket_));
     }
     if (v.payload.size() != need)
-      throw decode_error(detail::str("int8 frame declares ", n, " elements but carries ",
-                                     v.payload.size(), " payload bytes (needs ", need, ")"));
+      throw decode_error(greenreduce::detail::str("int8 frame declares ", n,
+                                                  " elements but carries ", v.payload.size(),
+                                                  " payload bytes (needs ", need, ")"));
     const std::byte* scales = v.payload.data() + 4;
     for (std::size_t b = 0; b < nb; ++b) {
       const float s = kernels::scalar::load_scale(scales, b);
       if (!(s >= 0.0F && s <= std::numeric_limits<float>::max()))
-        throw decode_error(
-            detail::str("int8 frame: bucket ", b, " has scale ", s, ", expected finite and >= 0"));
+        throw decode_error(greenreduce::detail::str("int8 frame: bucket ", b, " has scale ", s,
+                                                    ", expected finite and >= 0"));
     }
     return {scales, scales + 4 * nb};
   }

@@ -49,9 +49,9 @@ struct none {
   std::span<const std::byte> payload_of(std::span<const std::byte> frame, std::size_t n) const {
     auto v = parse_frame(frame, frame_expect{}.of(wire_id).count(n));
     if (v.payload.size() != n * sizeof(float))
-      throw decode_error(detail::str("none frame declares ", n, " elements but carries ",
-                                     v.payload.size(), " payload bytes (needs ", n * sizeof(float),
-                                     ")"));
+      throw decode_error(greenreduce::detail::str(
+          "none frame declares ", n, " elements but carries ", v.payload.size(),
+          " payload bytes (needs ", n * sizeof(float), ")"));
     return v.payload;
   }
 };

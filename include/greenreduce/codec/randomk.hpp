@@ -39,7 +39,7 @@ class randomk {
   /// k = ceil(r·n), 0 < r <= 1.
   static randomk ratio(double r) {
     if (!(r > 0.0 && r <= 1.0))
-      throw config_error(detail::str("randomk ratio must be in (0, 1], got ", r));
+      throw config_error(greenreduce::detail::str("randomk ratio must be in (0, 1], got ", r));
     return randomk(r);
   }
   std::size_t k_of(std::size_t n) const noexcept {
@@ -111,16 +111,17 @@ class randomk {
     const auto v = parse_frame(frame, frame_expect{}.of(wire_id).count(n));
     const std::size_t k = k_of(n);
     if (v.payload.size() != 32 + 4 * k)
-      throw decode_error(detail::str("randomk frame of ", n, " elements carries ", v.payload.size(),
-                                     " payload bytes (needs ", 32 + 4 * k, ")"));
+      throw decode_error(greenreduce::detail::str("randomk frame of ", n, " elements carries ",
+                                                  v.payload.size(), " payload bytes (needs ",
+                                                  32 + 4 * k, ")"));
     const std::byte* p = v.payload.data();
     if (load_le<std::uint64_t>(p + 24) != k)
-      throw decode_error(detail::str("randomk frame declares ", load_le<std::uint64_t>(p + 24),
-                                     " values, expected k = ", k));
+      throw decode_error(greenreduce::detail::str(
+          "randomk frame declares ", load_le<std::uint64_t>(p + 24), " values, expected k = ", k));
     for (std::size_t j = 0; j < k; ++j)
       if (!std::isfinite(value(p + 32, j)))
-        throw decode_error(
-            detail::str("randomk value ", j, " is ", value(p + 32, j), ", expected finite"));
+        throw decode_error(greenreduce::detail::str("randomk value ", j, " is ", value(p + 32, j),
+                                                    ", expected finite"));
     rng g(load_le<std::uint64_t>(p), load_le<std::uint64_t>(p + 8));
     g.offset = load_le<std::uint64_t>(p + 16);
     return g;

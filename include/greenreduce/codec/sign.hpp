@@ -30,7 +30,8 @@ class sign {
 
   explicit sign(std::size_t bucket = default_bucket) : bucket_(bucket) {
     if (bucket == 0 || bucket > 0xFFFFFFFFULL)
-      throw config_error(detail::str("sign bucket size must be in [1, 2^32), got ", bucket));
+      throw config_error(
+          greenreduce::detail::str("sign bucket size must be in [1, 2^32), got ", bucket));
   }
   std::size_t bucket() const noexcept { return bucket_; }
 
@@ -88,17 +89,18 @@ class sign {
     const auto v = parse_frame(frame, frame_expect{}.of(wire_id).count(n));
     const std::byte* p = v.payload.data();
     if (v.payload.size() >= 4 && load_le<std::uint32_t>(p) != bucket_)
-      throw decode_error(detail::str("sign frame has bucket size ", load_le<std::uint32_t>(p),
-                                     ", this codec expects ", bucket_));
+      throw decode_error(greenreduce::detail::str("sign frame has bucket size ",
+                                                  load_le<std::uint32_t>(p),
+                                                  ", this codec expects ", bucket_));
     if (v.payload.size() != payload_bytes(n))
-      throw decode_error(detail::str("sign frame declares ", n, " elements but carries ",
-                                     v.payload.size(), " payload bytes (needs ", payload_bytes(n),
-                                     ")"));
+      throw decode_error(greenreduce::detail::str("sign frame declares ", n,
+                                                  " elements but carries ", v.payload.size(),
+                                                  " payload bytes (needs ", payload_bytes(n), ")"));
     for (std::size_t k = 0; k < nb; ++k)
       if (load_le<std::uint32_t>(p + 4 + 4 * k) >= 0x7F800000U)
-        throw decode_error(detail::str("sign scale ", k, " is ",
-                                       std::bit_cast<float>(load_le<std::uint32_t>(p + 4 + 4 * k)),
-                                       ", expected a finite value >= 0"));
+        throw decode_error(greenreduce::detail::str(
+            "sign scale ", k, " is ", std::bit_cast<float>(load_le<std::uint32_t>(p + 4 + 4 * k)),
+            ", expected a finite value >= 0"));
     const auto* bits = reinterpret_cast<const std::uint8_t*>(p + 4 + 4 * nb);
     if (n % 8 != 0 && (bits[n / 8] >> (n % 8)) != 0)
       throw decode_error("sign payload sets padding bits past the last element");

@@ -42,10 +42,12 @@ class ternary {
   explicit ternary(std::size_t bucket = default_bucket, float clip = default_clip)
       : bucket_(bucket), clip_(clip) {
     if (bucket % kernels::ternary::tile != 0 || bucket > 0xFFFFFFFFULL)
-      throw config_error(detail::str("ternary bucket size must be a multiple of ",
-                                     kernels::ternary::tile, " below 2^32 (or 0), got ", bucket));
+      throw config_error(greenreduce::detail::str("ternary bucket size must be a multiple of ",
+                                                  kernels::ternary::tile,
+                                                  " below 2^32 (or 0), got ", bucket));
     if (!(clip >= 0.0F) || !std::isfinite(clip))
-      throw config_error(detail::str("ternary clip factor must be finite and >= 0, got ", clip));
+      throw config_error(
+          greenreduce::detail::str("ternary clip factor must be finite and >= 0, got ", clip));
   }
   static ternary per_tensor(float clip = default_clip) { return ternary(0, clip); }
   static ternary unclipped(std::size_t bucket = default_bucket) { return ternary(bucket, 0.0F); }
@@ -105,18 +107,21 @@ class ternary {
     const auto v = parse_frame(frame, frame_expect{}.of(wire_id).count(n));
     const std::byte* p = v.payload.data();
     if (v.payload.size() >= 4 && load_le<std::uint32_t>(p) != bucket_)
-      throw decode_error(detail::str("ternary frame has bucket size ", load_le<std::uint32_t>(p),
-                                     ", this codec expects ", bucket_));
+      throw decode_error(greenreduce::detail::str("ternary frame has bucket size ",
+                                                  load_le<std::uint32_t>(p),
+                                                  ", this codec expects ", bucket_));
     const std::size_t need = payload_bytes(n);
     if (v.payload.size() != need)
-      throw decode_error(detail::str("ternary frame declares ", n, " elements but carries ",
-                                     v.payload.size(), " payload bytes (needs ", need, ")"));
+      throw decode_error(greenreduce::detail::str("ternary frame declares ", n,
+                                                  " elements but carries ", v.payload.size(),
+                                                  " payload bytes (needs ", need, ")"));
     const std::size_t nb = buckets(n);
     for (std::size_t k = 0; k < nb; ++k) {
       const auto bits = load_le<std::uint32_t>(p + 4 + 4 * k);
       if (bits >= kt::inf_bits)
-        throw decode_error(detail::str("ternary scale ", k, " is ", std::bit_cast<float>(bits),
-                                       ", expected a finite value >= 0"));
+        throw decode_error(greenreduce::detail::str("ternary scale ", k, " is ",
+                                                    std::bit_cast<float>(bits),
+                                                    ", expected a finite value >= 0"));
     }
     const auto* codes = reinterpret_cast<const std::uint8_t*>(p + 4 + 4 * nb);
     if (n > 0 && kt::codes_invalid(codes, n))

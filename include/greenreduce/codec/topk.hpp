@@ -51,7 +51,7 @@ class topk {
   /// k = ceil(r·n) for n elements, 0 < r <= 1.
   static topk ratio(double r) {
     if (!(r > 0.0 && r <= 1.0))
-      throw config_error(detail::str("topk ratio must be in (0, 1], got ", r));
+      throw config_error(greenreduce::detail::str("topk ratio must be in (0, 1], got ", r));
     return topk(r, 0);
   }
   /// k elements (or n when n < k), k >= 1.
@@ -102,8 +102,8 @@ class topk {
   std::size_t encode_with_residual(std::span<const float> in, std::span<float> residual,
                                    std::span<std::byte> out, rng& /*unused*/) const {
     if (residual.size() != in.size())
-      throw config_error(
-          detail::str("topk residual has ", residual.size(), " elements, the input ", in.size()));
+      throw config_error(greenreduce::detail::str("topk residual has ", residual.size(),
+                                                  " elements, the input ", in.size()));
     return encode_impl(in, residual, out);
   }
 
@@ -152,28 +152,31 @@ class topk {
     const auto v = parse_frame(frame, frame_expect{}.of(wire_id).count(n));
     const std::size_t bytes = v.payload.size();
     if (bytes < 12)
-      throw decode_error(detail::str("topk payload is ", bytes, " bytes, needs at least 12"));
+      throw decode_error(
+          greenreduce::detail::str("topk payload is ", bytes, " bytes, needs at least 12"));
     const std::byte* p = v.payload.data();
     const auto coding = load_le<std::uint8_t>(p);
     if (coding > 2)
-      throw decode_error(detail::str("topk index coding is ", unsigned{coding},
-                                     ", expected 0 (varint), 1 (bitmap) or 2 (u32)"));
+      throw decode_error(greenreduce::detail::str("topk index coding is ", unsigned{coding},
+                                                  ", expected 0 (varint), 1 (bitmap) or 2 (u32)"));
     if (load_le<std::uint8_t>(p + 1) != 0 || load_le<std::uint16_t>(p + 2) != 0)
       throw decode_error("topk payload bytes 1..3 must be zero");
     const auto count = load_le<std::uint64_t>(p + 4);
     const std::size_t k = k_of(n);
     if (count > k)
-      throw decode_error(detail::str("topk frame carries ", count, " values, at most k = ", k,
-                                     " for ", n, " elements"));
+      throw decode_error(greenreduce::detail::str(
+          "topk frame carries ", count, " values, at most k = ", k, " for ", n, " elements"));
     if (bytes - 12 < 4 * count)
-      throw decode_error(detail::str("topk frame declares ", count, " values (", 4 * count,
-                                     " bytes) but only ", bytes - 12, " payload bytes follow"));
+      throw decode_error(greenreduce::detail::str("topk frame declares ", count, " values (",
+                                                  4 * count, " bytes) but only ", bytes - 12,
+                                                  " payload bytes follow"));
     parsed r{static_cast<kernels::topk::index_coding>(coding), static_cast<std::size_t>(count),
              p + 12, reinterpret_cast<const std::uint8_t*>(p + 12 + 4 * count),
              bytes - 12 - 4 * static_cast<std::size_t>(count)};
     for (std::size_t j = 0; j < r.count; ++j)
       if (!std::isfinite(r.value(j)))
-        throw decode_error(detail::str("topk value ", j, " is ", r.value(j), ", expected finite"));
+        throw decode_error(
+            greenreduce::detail::str("topk value ", j, " is ", r.value(j), ", expected finite"));
     const std::string bad = kernels::topk::read_indices(
         r.coding, r.section, r.section_bytes, r.count, n, [](std::size_t, std::size_t) {});
     if (!bad.empty()) throw decode_error("topk " + bad);
@@ -210,8 +213,9 @@ inline void topk::fail_non_finite(std::span<const float> in, std::span<float> r,
       r[i] = 0.0F;
     }
   }
-  throw numeric_error(detail::str(name(), " encode: element ", first, " of input + residual is ",
-                                  bad, "; gradients must be finite (residual restored)"));
+  throw numeric_error(greenreduce::detail::str(name(), " encode: element ", first,
+                                               " of input + residual is ", bad,
+                                               "; gradients must be finite (residual restored)"));
 }
 
 inline std::size_t topk::encode_impl(std::span<const float> in, std::span<float> r,
@@ -295,7 +299,8 @@ inline std::size_t topk::encode_impl(std::span<const float> in, std::span<float>
       break;
     case indices_as::u32:
       if (sizes.u32 == SIZE_MAX)
-        throw config_error(detail::str("topk u32 indices cannot address ", n, " elements"));
+        throw config_error(
+            greenreduce::detail::str("topk u32 indices cannot address ", n, " elements"));
       coding = kk::index_coding::u32, section = sizes.u32;
       break;
   }

@@ -186,9 +186,12 @@ namespace detail {
 /// ahead keeps DRAM busy during the compute pass (the absmax pass then reads
 /// from cache). Covers the 4 * batch::size floats of one packed step.
 template <class Arch>
-void prefetch_next_bucket(const float* ahead) noexcept {
-  constexpr std::size_t floats = 4 * xsimd::batch<float, Arch>::size;
-  for (std::size_t k = 0; k < floats; k += 16) lanes::prefetch(ahead + k);
+void prefetch_next_bucket(const float* here, std::size_t ahead) noexcept {
+  // Integer address arithmetic: the target may lie past the end of the input.
+  const auto base = reinterpret_cast<std::uintptr_t>(here) + ahead * sizeof(float);
+  constexpr std::size_t bytes = 4 * xsimd::batch<float, Arch>::size * sizeof(float);
+  for (std::size_t k = 0; k < bytes; k += 64)
+    lanes::prefetch(reinterpret_cast<const void*>(base + k));
 }
 
 /// Quantizes elements [s, e) of one bucket. Everything by value: q is a
@@ -200,7 +203,7 @@ void int8_nearest_bucket(const Quantizer qz, const int8_bucket p, const float* x
   constexpr std::size_t w = xsimd::batch<float, Arch>::size;
   std::size_t i = s;
   for (; i + 4 * w <= e; i += 4 * w) {
-    prefetch_next_bucket<Arch>(x + i + (e - s));
+    prefetch_next_bucket<Arch>(x + i, e - s);
     lanes::narrow_i8x4<Arch>(qz.nearest(x + i), qz.nearest(x + i + w), qz.nearest(x + i + 2 * w),
                              qz.nearest(x + i + 3 * w), q + i);
   }
@@ -225,7 +228,7 @@ std::size_t int8_stochastic_bucket(const Quantizer qz, const int8_bucket p, cons
     }
     const std::size_t end = std::min(e, base + philox_group);
     for (; i + 4 * w <= end; i += 4 * w) {
-      prefetch_next_bucket<Arch>(x + i + (e - s));
+      prefetch_next_bucket<Arch>(x + i, e - s);
       const std::uint32_t* r = words + (i - base);
       lanes::narrow_i8x4<Arch>(qz.stochastic(x + i, r), qz.stochastic(x + i + w, r + w),
                                qz.stochastic(x + i + 2 * w, r + 2 * w),

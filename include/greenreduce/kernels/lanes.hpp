@@ -1,7 +1,7 @@
 // greenreduce/kernels/lanes.hpp — the few lane moves xsimd 8 has no portable
-// form for: widening 16-bit and 8-bit wire values into 32-bit lanes, narrowing
-// 32-bit lanes back into packed wire bytes in element order, and the 32x32->64
-// bit product behind the vectorized Philox.
+// form for: widening 16-bit and 8-bit wire values into 32-bit lanes, and
+// narrowing 32-bit lanes back into packed wire bytes in element order (the
+// 32x32->64 product of the SIMD Philox lives in kernels/random_bits.hpp).
 //
 // Every other kernel is written once against xsimd::batch; these helpers are
 // the one place with instruction-set intrinsics (SSE2, SSE4.1, AVX2, AVX-512F),
@@ -169,42 +169,6 @@ void narrow_i8x4(xsimd::batch<std::int32_t, Arch> b0, xsimd::batch<std::int32_t,
   b2.store_aligned(buf + 2 * w);
   b3.store_aligned(buf + 3 * w);
   for (std::size_t k = 0; k < 4 * w; ++k) p[k] = static_cast<std::byte>(buf[k]);
-}
-
-/// The 64-bit products of the low 32 bits of each 64-bit lane of a with m.
-template <class Arch>
-xsimd::batch<std::uint64_t, Arch> mul_even_u32(xsimd::batch<std::uint64_t, Arch> a,
-                                               std::uint32_t m) noexcept {
-#if XSIMD_WITH_AVX512F
-  if constexpr (is<Arch, xsimd::avx512f>) return _mm512_mul_epu32(a, _mm512_set1_epi64(m));
-#endif
-#if XSIMD_WITH_AVX2
-  if constexpr (is<Arch, xsimd::avx2>) return _mm256_mul_epu32(a, _mm256_set1_epi64x(m));
-#endif
-#if XSIMD_WITH_SSE2
-  if constexpr (is<Arch, xsimd::sse2>) return _mm_mul_epu32(a, _mm_set1_epi64x(m));
-#endif
-  return (a & xsimd::batch<std::uint64_t, Arch>(0xFFFFFFFFULL)) *
-         xsimd::batch<std::uint64_t, Arch>(std::uint64_t{m});
-}
-
-/// hi and lo halves of the 64-bit product of every 32-bit lane with m.
-template <class Arch>
-struct wide_product {
-  xsimd::batch<std::uint32_t, Arch> hi, lo;
-};
-
-template <class Arch>
-wide_product<Arch> mul_wide_u32(xsimd::batch<std::uint32_t, Arch> a, std::uint32_t m) noexcept {
-  using u64 = xsimd::batch<std::uint64_t, Arch>;
-  using u32 = xsimd::batch<std::uint32_t, Arch>;
-  const u64 a64 = xsimd::bitwise_cast<u64>(a);
-  const u64 even = mul_even_u32<Arch>(a64, m);       // lanes 0, 2, 4, ...
-  const u64 odd = mul_even_u32<Arch>(a64 >> 32, m);  // lanes 1, 3, 5, ...
-  const u64 low_half(0x00000000FFFFFFFFULL), high_half(0xFFFFFFFF00000000ULL);
-  const u64 lo = (even & low_half) | (odd << 32);
-  const u64 hi = (even >> 32) | (odd & high_half);
-  return {xsimd::bitwise_cast<u32>(hi), xsimd::bitwise_cast<u32>(lo)};
 }
 
 /// A hint to start loading the cache line at p (never faults, any address).

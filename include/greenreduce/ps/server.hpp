@@ -5,14 +5,16 @@
 // applies the update rule as the consistency mode says (ps/options.hpp),
 // answers pulls, and measures each worker's throughput to offer batch shares.
 //
-// Threads. The transport concept has no "receive from any peer", so run()
-// starts one receive loop per worker (each blocks in transport.recv(worker))
-// and a watchdog. All replies go through one mutex, so at most one thread
-// sends at a time, but a send to worker v can overlap a blocked recv from
-// worker v or w on another thread. The transport must therefore allow
-// concurrent operations on different peers, and a send concurrent with a
-// receive, from different threads; and an error on one peer must not poison
-// the others if failures are to be survived (see docs/parameter_server.md).
+// Threads. run() drives the transport from the calling thread alone: it keeps
+// one receive posted per worker and waits on all of them with the transport's
+// pollable capability (transport/concept.hpp: wait_any, test, cancel), handles
+// whichever request arrived, replies, and re-posts. Liveness is the server's
+// own rule, not a transport timeout: a worker silent (no request in flight)
+// for longer than ps_options::timeout is dropped, checked at least every
+// timeout/8. The transport must isolate peer failures (tcp_options /
+// inproc_options::isolate_peer_failures), so a dead worker fails only its own
+// operations (see docs/parameter_server.md). params(), shares() and stats()
+// may be called from other threads.
 //
 // Invariants. A request is validated entirely (header, key, length, codec,
 // frame) before any state changes; a rejected request leaves the parameters
@@ -63,7 +65,7 @@ struct server_stats {
 /// Receives a line for every event worth logging (a worker dropped, a step failed).
 using log_fn = std::function<void(std::string_view)>;
 
-template <transport::transport Transport, codec::codec PushCodec = codec::none,
+template <transport::pollable Transport, codec::codec PushCodec = codec::none,
           codec::codec PullCodec = codec::none>
 class server {
   using clock = std::chrono::steady_clock;
@@ -91,6 +93,11 @@ class server {
       throw config_error(detail::str("ps server: rank ", index_,
                                      " is not a server (servers are ranks [0, ", r.servers, "))"));
     if (!rule_.apply) throw config_error("ps server: the update rule has no callable");
+    if (!t.isolates_peer_failures())
+      throw config_error(detail::str(
+          "ps server: rank ", index_,
+          ": the transport must isolate peer failures (set isolate_peer_failures in its "
+          "options), else one dead worker would break the server for every other worker"));
     if (opt_.timeout.count() <= 0)
       throw config_error(
           detail::str("ps server: timeout must be positive, got ", opt_.timeout.count(), " ms"));
@@ -113,7 +120,7 @@ class server {
 
   server(const server&) = delete;
   server& operator=(const server&) = delete;
-  ~server() { stop_threads(); }
+  ~server() = default;
 
   /// Sets the initial parameters of `name` (before run()).
   void init(std::string_view name, std::span<const float> values) {
@@ -129,26 +136,56 @@ class server {
     std::copy(values.begin(), values.end(), s.params.begin());
   }
 
-  /// Serves until every worker said bye or was dropped, then joins its threads.
-  /// A dropped worker's receive loop ends when its connection closes or it
-  /// sends again; run() waits for that (docs/parameter_server.md, "Failures").
+  /// Serves from this thread until every worker said bye or was dropped and
+  /// every dropped worker said bye or lost its connection (a dropped worker
+  /// that comes back is told so, see docs/parameter_server.md "Failures").
   void run() {
+    const int W = roles_.workers();
+    const auto WW = static_cast<std::size_t>(W);
+    bufs_.assign(WW, byte_buffer(receive_bound()));
+    reqs_.assign(WW, typename Transport::recv_request{});
+    posted_.assign(WW, false);
+    aligned_vector<float> scratch(max_len_);
     {
       std::lock_guard lock(mu_);
       const auto now = clock::now();
       for (auto& w : workers_) w.last_seen = now;
-      running_ = true;
     }
-    const int W = roles_.workers();
-    for (int w = 0; w < W; ++w) threads_.emplace_back([this, w] { receive_loop(w); });
-    watchdog_ = std::thread([this] { watchdog_loop(); });
-    {
-      std::unique_lock lock(mu_);
-      done_cv_.wait(lock, [&] { return active_workers() == 0; });
-      running_ = false;
+    for (int w = 0; w < W; ++w) post(w);
+    const auto tick =
+        std::clamp(opt_.timeout / 8, std::chrono::milliseconds(1), std::chrono::milliseconds(250));
+    std::vector<typename Transport::recv_request*> ptrs;
+    std::vector<int> who;
+    std::size_t turn = 0;
+    for (;;) {
+      {
+        std::lock_guard lock(mu_);
+        if (active_workers() == 0 &&
+            std::none_of(posted_.begin(), posted_.end(), [](bool p) { return p; }))
+          break;
+      }
+      // Rotate the start so no worker is always served first.
+      ptrs.clear();
+      who.clear();
+      for (int i = 0; i < W; ++i) {
+        const int w = static_cast<int>((turn + static_cast<std::size_t>(i)) % WW);
+        if (!posted_[static_cast<std::size_t>(w)]) continue;
+        ptrs.push_back(&reqs_[static_cast<std::size_t>(w)]);
+        who.push_back(w);
+      }
+      ++turn;
+      if (!ptrs.empty()) {
+        if (const auto i = t_.wait_any(ptrs, tick)) service(who[*i], scratch);
+      } else {
+        std::this_thread::sleep_for(tick);
+      }
+      check_silence();
     }
-    done_cv_.notify_all();
-    stop_threads();
+    for (int w = 0; w < W; ++w)
+      if (posted_[static_cast<std::size_t>(w)]) {
+        t_.cancel(reqs_[static_cast<std::size_t>(w)]);
+        posted_[static_cast<std::size_t>(w)] = false;
+      }
   }
 
   /// A copy of the current parameters of `name`.
@@ -204,50 +241,53 @@ class server {
     byte_buffer bytes;
   };
 
-  // ------------------------------------------------------------ threads
-  void stop_threads() {
+  // ------------------------------------------------------------ the loop
+  void post(int w) {
+    const auto W = static_cast<std::size_t>(w);
+    const int peer = roles_.worker_rank(w);
+    if (t_.peer_failed(peer)) return;
+    try {
+      reqs_[W] = t_.irecv(peer, bufs_[W]);
+      posted_[W] = true;
+    } catch (const std::exception& e) {
+      lost(w, e);
+    }
+  }
+
+  // Worker w's connection failed: a live worker is dropped.
+  void lost(int w, const std::exception& e) {
+    std::vector<outgoing> out;
     {
       std::lock_guard lock(mu_);
-      running_ = false;
+      const auto& ws = workers_[static_cast<std::size_t>(w)];
+      if (ws.live && !ws.left)
+        drop_locked(w, detail::str("its connection failed: ", e.what()), out);
     }
-    done_cv_.notify_all();
-    if (watchdog_.joinable()) watchdog_.join();
-    for (auto& th : threads_)
-      if (th.joinable()) th.join();
-    threads_.clear();
+    send_all(out);
   }
 
-  void receive_loop(int w) {
-    const int peer = roles_.worker_rank(w);
-    byte_buffer buf(receive_bound());
-    aligned_vector<float> scratch(max_len_);
-    for (;;) {
-      std::size_t n = 0;
-      try {
-        n = t_.recv(peer, buf);
-      } catch (const std::exception& e) {
-        std::vector<outgoing> out;
-        {
-          std::lock_guard lock(mu_);
-          if (workers_[static_cast<std::size_t>(w)].live &&
-              !workers_[static_cast<std::size_t>(w)].left)
-            drop_locked(w, detail::str("its connection failed: ", e.what()), out);
-        }
-        send_all(out);
-        return;
-      }
-      if (!handle(w, std::span<const std::byte>(buf.data(), n), scratch)) return;
+  // The receive of worker w completed or failed.
+  void service(int w, std::span<float> scratch) {
+    const auto W = static_cast<std::size_t>(w);
+    std::optional<std::size_t> n;
+    try {
+      n = t_.test(reqs_[W]);
+    } catch (const std::exception& e) {
+      posted_[W] = false;
+      lost(w, e);
+      return;
     }
+    if (!n) return;
+    posted_[W] = false;
+    if (handle(w, std::span<const std::byte>(bufs_[W].data(), *n), scratch)) post(w);
   }
 
-  void watchdog_loop() {
-    const auto tick = std::max(std::chrono::milliseconds(1), opt_.timeout / 8);
-    std::unique_lock lock(mu_);
-    while (running_) {
-      done_cv_.wait_for(lock, tick);
-      if (!running_) break;
-      const auto now = clock::now();
-      std::vector<outgoing> out;
+  // Drops every live worker silent for longer than the timeout.
+  void check_silence() {
+    const auto now = clock::now();
+    std::vector<outgoing> out;
+    {
+      std::lock_guard lock(mu_);
       for (int w = 0; w < roles_.workers(); ++w) {
         auto& ws = workers_[static_cast<std::size_t>(w)];
         if (!ws.live || ws.left || ws.in_flight) continue;
@@ -259,16 +299,12 @@ class server {
                                   opt_.timeout.count(), " ms)"),
                       out);
       }
-      if (!out.empty()) {
-        lock.unlock();
-        send_all(out);
-        lock.lock();
-      }
     }
+    send_all(out);
   }
 
   // ------------------------------------------------------------ requests
-  /// Handles one message of worker w; false when its receive loop should end.
+  /// Handles one message of worker w; false when it said bye (no more receives).
   bool handle(int w, std::span<const std::byte> msg, std::span<float> scratch) {
     std::vector<outgoing> out;
     request_header h;
@@ -586,7 +622,6 @@ class server {
     } else {
       for (auto& s : ks_) release_locked(s, out);
     }
-    done_cv_.notify_all();
   }
 
   /// Worker w said bye: the remaining workers carry on without it.
@@ -604,7 +639,6 @@ class server {
         release_locked(s, out);
       }
     }
-    done_cv_.notify_all();
   }
 
   // ------------------------------------------------------------ replies
@@ -645,7 +679,6 @@ class server {
   void send_all(std::vector<outgoing>& out) {
     for (auto& o : out) {
       try {
-        std::lock_guard lock(send_mu_);
         t_.send(roles_.worker_rank(o.worker), o.bytes);
       } catch (const std::exception& e) {
         std::vector<outgoing> more;
@@ -687,19 +720,18 @@ class server {
   std::size_t max_len_ = 0;
   std::vector<std::size_t> slot_;  // key id -> index into ks_, npos when not ours
 
+  // run()'s thread only
+  std::vector<byte_buffer> bufs_;
+  std::vector<typename Transport::recv_request> reqs_;
+  std::vector<bool> posted_;
+
   mutable std::mutex mu_;  // guards everything below
-  std::condition_variable done_cv_;
   std::vector<key_state> ks_;
   std::vector<worker_state> workers_;
   std::vector<std::pair<int, std::string>> drop_reasons_;
   server_stats stats_;
-  bool running_ = false;
   bool failed_ = false;
   std::string failure_;
-
-  std::mutex send_mu_;
-  std::vector<std::thread> threads_;
-  std::thread watchdog_;
 };
 
 }  // namespace greenreduce::ps

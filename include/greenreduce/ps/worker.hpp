@@ -2,15 +2,17 @@
 //
 // A worker pushes gradients of named keys to the server that owns each key
 // (ps/placement.hpp) and pulls parameters back. Pushes are encoded with any
-// codec; with error feedback on, the worker keeps one residual per key
-// (Seide et al. 2014; Karimireddy et al. 2019: e = g + r, send C(e),
-// r = e - decode(C(e))) and commits the new residual only when the server
-// acknowledged the push, so a refused push loses nothing. Pulls come back as
+// codec; with error feedback on, the worker keeps one codec::error_feedback<C>
+// per key (Seide et al. 2014; Karimireddy et al. 2019: e = g + r, send C(e),
+// r = e - decode(C(e))) and keeps a copy of the residual until the server
+// acknowledged the push; a refused or failed push restores it, so it loses
+// nothing. Pulls come back as
 // plain fp32 or, with encoded_pull, encoded by the server with PullCodec.
 //
 // Every push and pull returns a report: op "push"/"pull", algo "ps", the wire
 // bytes of this rank's transport during the call, raw_bytes = 4n, the wall
-// time and the codec work. A worker uses its transport from one thread (the
+// time and the codec work; worker_options::annotate (e.g. an
+// energy::model's annotate) fills in the energy. A worker uses its transport from one thread (the
 // caller's) and has at most one request in flight.
 //
 // Blocking: in sync mode a push returns once every live worker pushed that key
@@ -26,6 +28,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -33,6 +36,7 @@
 #include <vector>
 
 #include "greenreduce/codec/concept.hpp"
+#include "greenreduce/codec/error_feedback.hpp"
 #include "greenreduce/codec/none.hpp"
 #include "greenreduce/core/buffer.hpp"
 #include "greenreduce/core/error.hpp"
@@ -52,6 +56,9 @@ struct worker_options {
   bool encoded_pull = false;
   /// Seed of the push codec's rng (stream = worker rank).
   std::uint64_t seed = 0x67726565ULL;
+  /// Called on every push/pull report before it is returned, e.g.
+  /// `[&m](report& r) { m.annotate(r); }` with an energy::model m. Default none.
+  std::function<void(report&)> annotate;
 };
 
 template <transport::transport Transport, codec::codec Codec = codec::none,
@@ -84,10 +91,9 @@ class worker {
     std::size_t max_len = 0;
     for (const auto& k : keys_) max_len = std::max(max_len, k.length);
     if (use_ef()) {
-      residual_.resize(keys_.size());
-      for (std::size_t k = 0; k < keys_.size(); ++k) residual_[k].assign(keys_[k].length, 0.0F);
-      ef_next_.resize(max_len);
-      ef_dec_.resize(max_len);
+      ef_.reserve(keys_.size());
+      for (std::size_t k = 0; k < keys_.size(); ++k) ef_.emplace_back(codec_, keys_[k].length);
+      ef_saved_.resize(max_len);
     }
     const std::size_t pull_cap =
         std::max(codec::none{}.max_encoded_bytes(max_len), pull_codec_.max_encoded_bytes(max_len));
@@ -123,46 +129,45 @@ class worker {
     // Encode (with the residual when error feedback is on) after the header.
     const auto body = std::span<std::byte>(send_buf_).subspan(request_header_bytes);
     std::size_t len = 0;
+    // The residual before this push: restored unless the server acknowledges it.
+    const auto saved = std::span<float>(ef_saved_).first(use_ef() ? spec.length : 0);
     if (use_ef()) {
-      auto e = std::span<float>(ef_next_).first(spec.length);
-      const auto& r = residual_[k];
-      for (std::size_t i = 0; i < spec.length; ++i) e[i] = grad[i] + r[i];
-      len = codec_.encode(e, body, rng_);
-      auto d = std::span<float>(ef_dec_).first(spec.length);
-      codec_.decode(body.first(len), d);
-      for (std::size_t i = 0; i < spec.length; ++i) e[i] -= d[i];  // e is now the new residual
-      rep.memory_bytes += 24 * spec.length;
-      rep.compute_ops += 3 * spec.length;
-      add_work(rep, codec_.decode_work(spec.length));
-    } else {
-      len = codec_.encode(grad, body, rng_);
+      const auto r = ef_[k].residual();
+      std::copy(r.begin(), r.end(), saved.begin());
     }
-    add_work(rep, codec_.encode_work(spec.length));
-    request_header h;
-    h.kind = request_kind::push;
-    h.key = static_cast<std::uint32_t>(k);
-    h.samples = samples_;
-    h.step = steps_[k];
-    h.length = spec.length;
-    h.codec_hash = codec_.config_hash();
-    h.compute_ns = steps_[k] == 0 ? 0 : outside_ns_ - outside_at_push_[k];
-    h.payload_bytes = len;
-    write_request(send_buf_, h);
-    const int owner = place_.owner[k];
-    if (request_header_bytes + len > bound_of(owner))
-      throw mismatch_error(detail::str(
-          "push of key '", spec.name, "': the request needs ", request_header_bytes + len,
-          " bytes but server rank ", roles_.server_rank(owner), " accepts at most ",
-          bound_of(owner), ", so its key table differs from this worker's (key '", spec.name,
-          "' has ", spec.length, " elements here); nothing was sent"));
-    outside_at_push_[k] = outside_ns_;
-    const auto reply =
-        exchange(k, std::span<const std::byte>(send_buf_).first(request_header_bytes + len),
-                 request_kind::push, spec.name);
-    (void)reply;
-    if (use_ef()) {
-      auto e = std::span<const float>(ef_next_).first(spec.length);
-      std::copy(e.begin(), e.end(), residual_[k].begin());
+    try {
+      if (use_ef()) {
+        len = ef_[k].encode(grad, body, rng_);
+        rep.memory_bytes += 24 * spec.length;
+        rep.compute_ops += 3 * spec.length;
+        add_work(rep, codec_.decode_work(spec.length));
+      } else {
+        len = codec_.encode(grad, body, rng_);
+      }
+      add_work(rep, codec_.encode_work(spec.length));
+      request_header h;
+      h.kind = request_kind::push;
+      h.key = static_cast<std::uint32_t>(k);
+      h.samples = samples_;
+      h.step = steps_[k];
+      h.length = spec.length;
+      h.codec_hash = codec_.config_hash();
+      h.compute_ns = steps_[k] == 0 ? 0 : outside_ns_ - outside_at_push_[k];
+      h.payload_bytes = len;
+      write_request(send_buf_, h);
+      const int owner = place_.owner[k];
+      if (request_header_bytes + len > bound_of(owner))
+        throw mismatch_error(detail::str(
+            "push of key '", spec.name, "': the request needs ", request_header_bytes + len,
+            " bytes but server rank ", roles_.server_rank(owner), " accepts at most ",
+            bound_of(owner), ", so its key table differs from this worker's (key '", spec.name,
+            "' has ", spec.length, " elements here); nothing was sent"));
+      outside_at_push_[k] = outside_ns_;
+      (void)exchange(k, std::span<const std::byte>(send_buf_).first(request_header_bytes + len),
+                     request_kind::push, spec.name);
+    } catch (...) {
+      if (use_ef()) ef_[k].restore(saved);
+      throw;
     }
     ++steps_[k];
     return finish_report(rep, t0);
@@ -286,6 +291,7 @@ class worker {
     r.bytes_sent = t_.bytes_sent() - r.bytes_sent;
     r.bytes_received = t_.bytes_received() - r.bytes_received;
     r.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    if (opt_.annotate) opt_.annotate(r);
     return r;
   }
   static void add_work(report& r, const codec::work& w) {
@@ -369,8 +375,8 @@ class worker {
   rng rng_;
   std::vector<std::uint64_t> steps_;
   std::vector<std::uint64_t> bounds_;  // per server: its receive bound (0: not asked yet)
-  std::vector<std::vector<float>> residual_;
-  aligned_vector<float> ef_next_, ef_dec_;
+  std::vector<codec::error_feedback<Codec>> ef_;  // per key, when use_ef()
+  aligned_vector<float> ef_saved_;
   byte_buffer send_buf_, recv_buf_;
   std::uint32_t samples_ = 1;
   std::uint64_t outside_ns_ = 0;

@@ -26,6 +26,13 @@
 // peer) breaks that endpoint for good and kills its rank, as a process whose
 // sockets close, so its peers learn of it instead of waiting for their
 // timeout. Destroying an endpoint also kills its rank.
+//
+// With `isolate_peer_failures` (for the parameter server) an error involving
+// one peer (it died, sent too much, a wait on it timed out) fails only the
+// operations with that peer, marks it failed for this endpoint
+// (peer_failed()), and leaves the endpoint and its rank alive for the others.
+// The pollable capability (concept.hpp: test, wait_any, cancel) is always
+// there.
 #pragma once
 
 #include <algorithm>
@@ -38,6 +45,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -59,6 +67,8 @@ inline std::chrono::milliseconds default_timeout(const env_source& env = env_sou
 struct inproc_options {
   std::chrono::milliseconds timeout = default_timeout();  ///< bound of every blocking step
   std::size_t eager_bytes = 64 * 1024;  ///< unmatched sends up to this size are buffered
+  /// An error with one peer fails only that peer's operations (see the header).
+  bool isolate_peer_failures = false;
 };
 
 namespace inproc_detail {
@@ -151,7 +161,11 @@ class inproc {
   };
 
   inproc(inproc&& o) noexcept
-      : w_(std::move(o.w_)), rank_(o.rank_), timeout_(o.timeout_), broken_(std::move(o.broken_)) {}
+      : w_(std::move(o.w_)),
+        rank_(o.rank_),
+        timeout_(o.timeout_),
+        broken_(std::move(o.broken_)),
+        failed_(std::move(o.failed_)) {}
   inproc& operator=(inproc&&) = delete;
   inproc(const inproc&) = delete;
   inproc& operator=(const inproc&) = delete;
@@ -182,7 +196,7 @@ class inproc {
     std::unique_lock lk(box.mu);
     if (w_->dead[idx(peer)]) {
       lk.unlock();
-      fail(peer_error(where("isend", peer) + ": peer rank is dead"));
+      fail(peer_error(where("isend", peer) + ": peer rank is dead"), peer);
     }
     w_->sent[idx(rank_)] += bytes.size() + inproc_header_bytes;
     auto& rq = box.recvs[idx(rank_)];
@@ -241,45 +255,85 @@ class inproc {
       req.state.reset();
       return;
     }
+    {  // our memory must not be read after we throw
+      auto& sq = box.sends[idx(rank_)];
+      std::erase_if(sq, [&](const inproc_detail::pending_send& p) { return p.state == req.state; });
+    }
     lk.unlock();
     if (!ok)
       fail(timeout_error(detail::str(where("send", req.peer), ": ", req.bytes,
-                                     " bytes not taken within ", timeout_.count(), " ms")));
+                                     " bytes not taken within ", timeout_.count(), " ms")),
+           req.peer);
     fail(peer_error(detail::str(where("send", req.peer), ": ",
                                 w_->dead[idx(rank_)] ? "this rank was killed" : "peer rank died",
-                                " before taking ", req.bytes, " bytes")));
+                                " before taking ", req.bytes, " bytes")),
+         w_->dead[idx(rank_)] ? -1 : req.peer);
   }
 
   std::size_t wait(recv_request& req) {
     check_usable("wait(recv)", req.peer);
+    if (!req.state) throw config_error(where("wait(recv)", req.peer) + ": empty request");
     auto& box = *w_->boxes[idx(rank_)];
     std::unique_lock lk(box.mu);
-    const bool ok = box.cv.wait_for(lk, timeout_, [&] {
-      return req.state->done || w_->dead[idx(req.peer)] || w_->dead[idx(rank_)];
-    });
-    if (req.state->done) {
-      const auto st = *req.state;
+    const bool ok = box.cv.wait_for(lk, timeout_, [&] { return settled(req); });
+    if (!ok && !req.state->done) {
+      withdraw(req);
       lk.unlock();
-      if (st.failed)
-        fail(peer_error(detail::str(where("recv", req.peer), ": message of ", st.length,
-                                    " bytes exceeds the receive buffer of ", req.capacity,
-                                    " bytes")));
-      w_->received[idx(rank_)] += st.length + inproc_header_bytes;
-      return st.length;
+      fail(timeout_error(detail::str(where("recv", req.peer), ": no message within ",
+                                     timeout_.count(), " ms")),
+           req.peer);
     }
-    // The peer may be dead with our message already queued: take it.
-    auto& rq = box.recvs[idx(req.peer)];
-    auto it =
-        std::find_if(rq.begin(), rq.end(), [&](const auto& r) { return r.state == req.state; });
-    if (it != rq.end()) rq.erase(it);
-    lk.unlock();
-    if (!ok)
-      fail(timeout_error(
-          detail::str(where("recv", req.peer), ": no message within ", timeout_.count(), " ms")));
-    fail(peer_error(detail::str(where("recv", req.peer), ": ",
-                                w_->dead[idx(rank_)] ? "this rank was killed" : "peer rank died",
-                                " before sending")));
+    return conclude(req, lk);
   }
+
+  // --- pollable (concept.hpp) ------------------------------------------------
+
+  /// The message's length once it arrived (the request is then consumed),
+  /// nullopt while pending; throws like wait() when the request failed.
+  std::optional<std::size_t> test(recv_request& req) {
+    check_usable("test(recv)", req.peer);
+    if (!req.state) throw config_error(where("test(recv)", req.peer) + ": empty request");
+    auto& box = *w_->boxes[idx(rank_)];
+    std::unique_lock lk(box.mu);
+    if (!settled(req)) return std::nullopt;
+    const std::size_t n = conclude(req, lk);
+    req.state.reset();
+    return n;
+  }
+
+  /// Index of a request that completed or failed, or nullopt after `bound`.
+  std::optional<std::size_t> wait_any(std::span<recv_request* const> reqs,
+                                      std::chrono::milliseconds bound) {
+    if (!w_) throw peer_error("inproc wait_any: endpoint was moved from");
+    auto& box = *w_->boxes[idx(rank_)];
+    std::optional<std::size_t> hit;
+    const auto scan = [&] {
+      for (std::size_t i = 0; i < reqs.size(); ++i)
+        if (reqs[i] && reqs[i]->state && settled(*reqs[i])) {
+          hit = i;
+          return true;
+        }
+      return false;
+    };
+    std::unique_lock lk(box.mu);
+    box.cv.wait_for(lk, bound, scan);
+    return hit;
+  }
+
+  /// Withdraws a posted receive; its buffer is not touched afterwards.
+  void cancel(recv_request& req) {
+    if (!req.state || !w_) return;
+    auto& box = *w_->boxes[idx(rank_)];
+    std::lock_guard lk(box.mu);
+    withdraw(req);
+    req.state.reset();
+  }
+
+  /// Whether operations with `peer` fail on this endpoint (isolation only).
+  bool peer_failed(int peer) const {
+    return peer >= 0 && peer < size() && !failed_.empty() && failed_[idx(peer)];
+  }
+  bool isolates_peer_failures() const noexcept { return w_ && w_->opts.isolate_peer_failures; }
 
   void send(int peer, std::span<const std::byte> bytes) {
     auto r = isend(peer, bytes);
@@ -304,6 +358,45 @@ class inproc {
 
   static std::size_t idx(int r) noexcept { return static_cast<std::size_t>(r); }
 
+  // Under the box lock: the request completed, or can no longer complete.
+  bool settled(const recv_request& req) const {
+    return req.state->done || w_->dead[idx(req.peer)] || w_->dead[idx(rank_)] ||
+           peer_failed(req.peer);
+  }
+
+  // Under the box lock.
+  void withdraw(const recv_request& req) {
+    auto& rq = w_->boxes[idx(rank_)]->recvs[idx(req.peer)];
+    auto it =
+        std::find_if(rq.begin(), rq.end(), [&](const auto& r) { return r.state == req.state; });
+    if (it != rq.end()) rq.erase(it);
+  }
+
+  // A settled request: its length, or its error (the lock is released first).
+  std::size_t conclude(recv_request& req, std::unique_lock<std::mutex>& lk) {
+    if (req.state->done) {
+      const auto st = *req.state;
+      lk.unlock();
+      if (st.failed)
+        fail(peer_error(detail::str(where("recv", req.peer), ": message of ", st.length,
+                                    " bytes exceeds the receive buffer of ", req.capacity,
+                                    " bytes")),
+             req.peer);
+      w_->received[idx(rank_)] += st.length + inproc_header_bytes;
+      return st.length;
+    }
+    // The peer may be dead with our message already queued: it would have matched.
+    withdraw(req);
+    lk.unlock();
+    const bool self = w_->dead[idx(rank_)];
+    fail(peer_error(detail::str(where("recv", req.peer), ": ",
+                                self                    ? "this rank was killed"
+                                : peer_failed(req.peer) ? "peer failed earlier"
+                                                        : "peer rank died",
+                                " before sending")),
+         self ? -1 : req.peer);
+  }
+
   std::string where(const char* op, int peer) const {
     return detail::str("inproc rank ", rank_, " ", op, " peer ", peer);
   }
@@ -316,14 +409,24 @@ class inproc {
     if (peer < 0 || peer >= w_->size || peer == rank_)
       throw config_error(detail::str(where(op, peer), ": peer must be in [0, ", w_->size,
                                      ") and differ from this rank"));
+    if (peer_failed(peer))
+      throw peer_error(detail::str(where(op, peer), ": peer failed earlier on this endpoint"));
     if (w_->dead[idx(rank_)]) {
       broken_ = "this rank was killed";
       throw peer_error(where(op, peer) + ": this rank was killed");
     }
   }
 
+  // `peer`: the peer the error is about (-1: this rank itself). With
+  // isolation only that peer is marked failed; else the endpoint breaks.
   template <class E>
-  [[noreturn]] void fail(const E& e) {
+  [[noreturn]] void fail(const E& e, int peer) {
+    if (peer >= 0 && w_->opts.isolate_peer_failures) {
+      if (failed_.empty()) failed_.assign(idx(w_->size), false);
+      failed_[idx(peer)] = true;
+      w_->boxes[idx(rank_)]->cv.notify_all();
+      throw e;
+    }
     broken_ = e.what();
     w_->kill(rank_);
     throw e;
@@ -333,6 +436,7 @@ class inproc {
   int rank_ = 0;
   std::chrono::milliseconds timeout_{};
   std::string broken_;
+  std::vector<bool> failed_;  // isolation: peers failed on this endpoint
 };
 
 /// The shared state of `size` in-process ranks. Outlives no endpoint: endpoints
@@ -388,5 +492,6 @@ class inproc_world {
 };
 
 static_assert(transport<inproc>);
+static_assert(pollable<inproc>);
 
 }  // namespace greenreduce::transport

@@ -20,6 +20,11 @@
 // or breaks the protocol, is a peer_error; an operation that does not finish
 // within `timeout` is a timeout_error naming rank, peer, operation and bound.
 // After either the transport is unusable and every later call says so.
+// With `isolate_peer_failures` (the parameter server) an error with one peer
+// (closed, died, protocol, a timed-out wait on it) closes that connection,
+// fails only its operations with peer_error/timeout_error naming it and marks
+// it peer_failed(); the other peers carry on. The pollable capability
+// (concept.hpp: test, wait_any, cancel) is always there.
 //
 //   auto t = greenreduce::transport::tcp::from_env();   // torchrun/mpirun/srun
 //   t.sendrecv(right, out, left, in);
@@ -61,6 +66,7 @@ struct tcp_options {
   std::size_t socket_buffer_bytes = 0;               ///< SO_SNDBUF/SO_RCVBUF; 0 = kernel autotuning
   std::size_t max_pending_connections = 32;          ///< accepted but not yet said hello
   std::function<void(const std::string&)> log;       ///< dropped connections; null: stderr
+  bool isolate_peer_failures = false;                ///< an error fails one peer, not the transport
 
   /// The launcher's world (rendezvous.hpp) plus
   ///   GREENREDUCE_TIMEOUT_MS          per-operation bound, default 30000
@@ -122,7 +128,8 @@ class tcp {
   static constexpr std::size_t header_bytes = tcp_wire::header_bytes;
 
   /// Rendezvous and full-mesh set-up; blocks until every peer is connected.
-  explicit tcp(const tcp_options& o) : rank_(o.rank), size_(o.size), timeout_(o.timeout) {
+  explicit tcp(const tcp_options& o)
+      : rank_(o.rank), size_(o.size), timeout_(o.timeout), isolate_(o.isolate_peer_failures) {
     if (o.size < 1 || o.rank < 0 || o.rank >= o.size)
       throw config_error(detail::str("tcp_options: rank ", o.rank, " and size ", o.size,
                                      " (expected 0 <= rank < size)"));
@@ -146,6 +153,7 @@ class tcp {
     eo.max_pending_connections = std::max<std::size_t>(1, o.max_pending_connections);
     eo.hello_timeout = std::min(o.connect_timeout, std::chrono::milliseconds(10000));
     eo.log = o.log;
+    eo.isolate_peer_failures = o.isolate_peer_failures;
     engine_ = std::make_unique<detail::tcp_engine>(std::move(eo));
     listen_ = engine_->listen(ip);
 
@@ -238,6 +246,35 @@ class tcp {
     return n;
   }
 
+  // --- pollable (concept.hpp) ------------------------------------------------
+
+  /// The message's length once it arrived (the request is then consumed),
+  /// nullopt while pending; throws like wait() when it failed.
+  std::optional<std::size_t> test(recv_request& r) {
+    if (!r.op_) throw config_error("tcp::test on a request that is empty or already completed");
+    auto n = engine_->test(r.op_);
+    if (n) r.op_.reset();
+    return n;
+  }
+  /// Index of a request that completed or failed, or nullopt after `bound`.
+  std::optional<std::size_t> wait_any(std::span<recv_request* const> reqs,
+                                      std::chrono::milliseconds bound) {
+    const auto d = detail::steady::now() + bound;
+    if (!engine_) return std::nullopt;
+    std::vector<detail::tcp_op*> ops(reqs.size(), nullptr);
+    for (std::size_t i = 0; i < reqs.size(); ++i)
+      if (reqs[i]) ops[i] = reqs[i]->op_.get();
+    return engine_->wait_any(ops, d);
+  }
+  /// Withdraws a posted receive; its buffer is not touched afterwards.
+  void cancel(recv_request& r) {
+    if (!r.op_) return;
+    engine_->cancel(r.op_);
+    r.op_.reset();
+  }
+  bool peer_failed(int peer) const { return engine_ && engine_->peer_failed(peer); }
+  bool isolates_peer_failures() const noexcept { return isolate_; }
+
   std::uint64_t bytes_sent() const noexcept { return engine_ ? engine_->bytes_sent() : 0; }
   std::uint64_t bytes_received() const noexcept { return engine_ ? engine_->bytes_received() : 0; }
 
@@ -289,10 +326,12 @@ class tcp {
   int rank_ = 0;
   int size_ = 1;
   std::chrono::milliseconds timeout_{30000};
+  bool isolate_ = false;
   std::string listen_;
   std::unique_ptr<detail::tcp_engine> engine_;
 };
 
 static_assert(transport<tcp>);
+static_assert(pollable<tcp>);
 
 }  // namespace greenreduce::transport

@@ -28,6 +28,7 @@
 #include <boost/asio.hpp>
 // clang-format on
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -39,6 +40,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -57,6 +59,8 @@ struct tcp_op {
   std::size_t size = 0;
   std::array<std::byte, tcp_wire::header_bytes> header{};
   bool done = false;
+  bool failed = false;  // isolation: this op's peer failed; `error` says why
+  std::string error;
   std::size_t length = 0;
 };
 
@@ -68,6 +72,7 @@ struct tcp_engine_options {
   std::size_t max_pending_connections = 32;
   std::chrono::milliseconds hello_timeout{10000};
   std::function<void(const std::string&)> log;
+  bool isolate_peer_failures = false;
 };
 
 class tcp_engine {
@@ -78,6 +83,7 @@ class tcp_engine {
       : o_(std::move(o)), acceptor_(io_), work_(io_.get_executor()) {
     conns_.resize(static_cast<std::size_t>(o_.size));
     connected_.assign(static_cast<std::size_t>(o_.size), false);
+    peer_failed_.assign(static_cast<std::size_t>(o_.size), false);
   }
   tcp_engine(const tcp_engine&) = delete;
   tcp_engine& operator=(const tcp_engine&) = delete;
@@ -152,6 +158,11 @@ class tcp_engine {
     net::post(io_, [this, op, is_send] {
       if (failure_io_) return;
       auto& c = conns_[static_cast<std::size_t>(op->peer)];
+      if (c->failed) return fail_op(op, c->why);
+      if (c->bye && o_.isolate_peer_failures)
+        return fail_op(
+            op, str("rank ", o_.rank, ": ", is_send ? "send to" : "recv from", " rank ", op->peer,
+                    ": rank ", op->peer, " already closed its transport (goodbye received)"));
       if (c->bye) {
         fail(failure::peer,
              str("rank ", o_.rank, ": ", is_send ? "send to" : "recv from", " rank ", op->peer,
@@ -174,13 +185,77 @@ class tcp_engine {
   std::size_t wait(const std::shared_ptr<tcp_op>& op, steady::time_point deadline,
                    const std::string& what) {
     std::unique_lock lk(mu_);
-    cv_.wait_until(lk, deadline, [&] { return op->done || failure_ != failure::none; });
+    cv_.wait_until(lk, deadline,
+                   [&] { return op->done || op->failed || failure_ != failure::none; });
     if (op->done) return op->length;
+    if (op->failed) throw peer_error(op->error);
     if (failure_ != failure::none) throw_failure(lk, true);
+    if (o_.isolate_peer_failures) {
+      const std::string why = str("rank ", o_.rank, ": ", what, " did not complete within ",
+                                  o_.timeout.count(), " ms (GREENREDUCE_TIMEOUT_MS)");
+      lk.unlock();
+      const int peer = op->peer;
+      on_io([this, peer, why] { fail_conn(conns_[static_cast<std::size_t>(peer)], why); });
+      throw timeout_error(why);
+    }
     fail_and_throw(lk, failure::timeout,
                    str("rank ", o_.rank, ": ", what, " did not complete within ",
                        o_.timeout.count(), " ms (GREENREDUCE_TIMEOUT_MS)"));
   }
+
+  // --- pollable (transport/concept.hpp) --------------------------------------
+
+  /// Completed: its length; failed: throws; pending: nullopt.
+  std::optional<std::size_t> test(const std::shared_ptr<tcp_op>& op) {
+    std::unique_lock lk(mu_);
+    if (op->done) return op->length;
+    if (op->failed) throw peer_error(op->error);
+    if (failure_ != failure::none) throw_failure(lk, true);
+    return std::nullopt;
+  }
+
+  /// Index of an op (null entries skipped) that completed or failed, or nullopt at `deadline`.
+  std::optional<std::size_t> wait_any(std::span<tcp_op* const> ops, steady::time_point deadline) {
+    std::optional<std::size_t> hit;
+    std::unique_lock lk(mu_);
+    cv_.wait_until(lk, deadline, [&] {
+      for (std::size_t i = 0; i < ops.size(); ++i)
+        if (ops[i] && (ops[i]->done || ops[i]->failed || failure_ != failure::none)) {
+          hit = i;
+          return true;
+        }
+      return false;
+    });
+    return hit;
+  }
+
+  /// Withdraws a posted receive. If its payload is being read right now the
+  /// connection to that peer is failed instead (isolation) or the transport is.
+  void cancel(const std::shared_ptr<tcp_op>& op) {
+    {
+      std::lock_guard g(mu_);
+      if (op->done || op->failed) return;
+    }
+    on_io([this, op] {
+      auto& c = conns_[static_cast<std::size_t>(op->peer)];
+      if (!c || failure_io_) return;
+      auto it = std::find(c->recvs.begin(), c->recvs.end(), op);
+      if (it == c->recvs.end()) return;
+      if (it == c->recvs.begin() && c->have_header && c->reading) {
+        const auto why = str("rank ", o_.rank, ": recv from rank ", op->peer,
+                             " cancelled while its message was being read");
+        if (o_.isolate_peer_failures) return fail_conn(c, why);
+        return fail(failure::peer, why);
+      }
+      c->recvs.erase(it);
+    });
+  }
+
+  bool peer_failed(int peer) const {
+    std::lock_guard g(mu_);
+    return peer >= 0 && peer < o_.size && peer_failed_[static_cast<std::size_t>(peer)];
+  }
+  bool isolates_peer_failures() const noexcept { return o_.isolate_peer_failures; }
 
   std::uint64_t bytes_sent() const noexcept { return sent_.load(std::memory_order_relaxed); }
   std::uint64_t bytes_received() const noexcept {
@@ -196,6 +271,8 @@ class tcp_engine {
     std::deque<std::shared_ptr<tcp_op>> sends, recvs;
     bool writing = false, reading = false, have_header = false, bye = false;
     std::array<std::byte, tcp_wire::header_bytes> rx{};
+    bool failed = false;  // isolation: this peer failed; `why` says how
+    std::string why;
     std::uint32_t tx_seq = 0, rx_seq = 0;
     std::uint64_t rx_len = 0;
   };
@@ -255,6 +332,56 @@ class tcp_engine {
     throw_failure(lk, true);
   }
 
+  // From the caller's thread: runs fn on the io thread and waits for it.
+  template <class F>
+  void on_io(F fn) {
+    auto done = std::make_shared<bool>(false);
+    net::post(io_, [this, fn = std::move(fn), done]() mutable {
+      fn();
+      std::lock_guard g(mu_);
+      *done = true;
+      cv_.notify_all();
+    });
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [&] { return *done; });
+  }
+
+  // On the io thread: fails `op` alone (isolation).
+  void fail_op(const std::shared_ptr<tcp_op>& op, const std::string& why) {
+    {
+      std::lock_guard g(mu_);
+      op->failed = true;
+      op->error = why;
+    }
+    cv_.notify_all();
+  }
+
+  // On the io thread, isolation: the connection to one peer is dead; fail its
+  // operations only, close its socket, keep the others going.
+  void fail_conn(const std::shared_ptr<conn>& c, const std::string& why) {
+    if (!c || c->failed) return;
+    c->failed = true;
+    c->why = why;
+    boost::system::error_code ignored;
+    c->sock.close(ignored);
+    {
+      std::lock_guard g(mu_);
+      peer_failed_[static_cast<std::size_t>(c->peer)] = true;
+      for (auto& op : c->sends) op->failed = true, op->error = why;
+      for (auto& op : c->recvs) op->failed = true, op->error = why;
+    }
+    c->sends.clear();
+    c->recvs.clear();
+    cv_.notify_all();
+    log(why + " (only this peer's operations fail)");
+  }
+
+  // On the io thread: a peer's error, isolated or fatal as configured.
+  void fail_peer(const std::shared_ptr<conn>& c, const std::string& why) {
+    if (o_.isolate_peer_failures) return fail_conn(c, why);
+    fail(failure::peer, why);
+  }
+
   // On the io thread.
   void fail(failure kind, const std::string& what) {
     {
@@ -283,7 +410,7 @@ class tcp_engine {
 
   void on_error(const std::shared_ptr<conn>& c, const char* dir,
                 const boost::system::error_code& ec) {
-    if (ec == net::error::operation_aborted || failure_io_ || stopping_) return;
+    if (ec == net::error::operation_aborted || failure_io_ || stopping_ || c->failed) return;
     std::string why;
     if (ec == net::error::eof)
       why = "connection closed without a goodbye (peer process exited, crashed or was killed)";
@@ -291,7 +418,7 @@ class tcp_engine {
       why = "connection reset (peer process exited, crashed or was killed): " + ec.message();
     else
       why = ec.message();
-    fail(failure::peer, str("rank ", o_.rank, ": ", dir, " rank ", c->peer, ": ", why));
+    fail_peer(c, str("rank ", o_.rank, ": ", dir, " rank ", c->peer, ": ", why));
   }
 
   void complete(const std::shared_ptr<tcp_op>& op, std::size_t length) {
@@ -306,7 +433,7 @@ class tcp_engine {
   // --- data path (io thread) ------------------------------------------------
 
   void pump_write(const std::shared_ptr<conn>& c) {
-    if (failure_io_ || stopping_ || c->writing || c->sends.empty()) return;
+    if (failure_io_ || stopping_ || c->failed || c->writing || c->sends.empty()) return;
     auto& op = c->sends.front();
     tcp_wire::encode_header(op->header, tcp_wire::data_magic, c->tx_seq++, op->size);
     c->writing = true;
@@ -316,7 +443,7 @@ class tcp_engine {
       c->writing = false;
       sent_.fetch_add(n, std::memory_order_relaxed);
       if (ec) return on_error(c, "send to", ec);
-      if (failure_io_ || c->sends.empty()) return;
+      if (failure_io_ || c->failed || c->sends.empty()) return;
       auto op = std::move(c->sends.front());
       c->sends.pop_front();
       complete(op, op->size);
@@ -325,7 +452,7 @@ class tcp_engine {
   }
 
   void pump_read(const std::shared_ptr<conn>& c) {
-    if (failure_io_ || stopping_ || c->reading || c->bye) return;
+    if (failure_io_ || stopping_ || c->failed || c->reading || c->bye) return;
     if (!c->have_header) {
       c->reading = true;
       net::async_read(c->sock, net::buffer(c->rx),
@@ -339,9 +466,9 @@ class tcp_engine {
     if (c->recvs.empty()) return;
     auto op = c->recvs.front();
     if (c->rx_len > op->size)
-      return fail(failure::peer,
-                  str("rank ", o_.rank, ": recv from rank ", c->peer, ": message of ", c->rx_len,
-                      " bytes is longer than the posted receive buffer of ", op->size, " bytes"));
+      return fail_peer(
+          c, str("rank ", o_.rank, ": recv from rank ", c->peer, ": message of ", c->rx_len,
+                 " bytes is longer than the posted receive buffer of ", op->size, " bytes"));
     const auto len = static_cast<std::size_t>(c->rx_len);
     if (len == 0) return finish_recv(c, 0);
     c->reading = true;
@@ -355,21 +482,20 @@ class tcp_engine {
   }
 
   void on_header(const std::shared_ptr<conn>& c) {
-    if (failure_io_ || stopping_) return;
+    if (failure_io_ || stopping_ || c->failed) return;
     const auto magic = load_le<std::uint32_t>(c->rx.data());
     const auto seq = load_le<std::uint32_t>(c->rx.data() + 4);
     if (magic == tcp_wire::bye_magic) {
       c->bye = true;
       if (!c->recvs.empty())
-        fail(failure::peer, str("rank ", o_.rank, ": recv from rank ", c->peer, ": rank ", c->peer,
-                                " closed its transport before sending the message"));
+        fail_peer(c, str("rank ", o_.rank, ": recv from rank ", c->peer, ": rank ", c->peer,
+                         " closed its transport before sending the message"));
       return;
     }
     if (magic != tcp_wire::data_magic || seq != c->rx_seq)
-      return fail(failure::peer,
-                  str("rank ", o_.rank, ": recv from rank ", c->peer,
-                      ": protocol violation: frame magic 0x", std::hex, magic, " sequence ",
-                      std::dec, seq, " (expected data frame ", c->rx_seq, ")"));
+      return fail_peer(c, str("rank ", o_.rank, ": recv from rank ", c->peer,
+                              ": protocol violation: frame magic 0x", std::hex, magic, " sequence ",
+                              std::dec, seq, " (expected data frame ", c->rx_seq, ")"));
     ++c->rx_seq;
     c->rx_len = load_le<std::uint64_t>(c->rx.data() + 8);
     c->have_header = true;
@@ -377,7 +503,7 @@ class tcp_engine {
   }
 
   void finish_recv(const std::shared_ptr<conn>& c, std::size_t len) {
-    if (failure_io_ || c->recvs.empty()) return;
+    if (failure_io_ || c->failed || c->recvs.empty()) return;
     auto op = std::move(c->recvs.front());
     c->recvs.pop_front();
     c->have_header = false;
@@ -558,7 +684,7 @@ class tcp_engine {
       if (!c) continue;
       boost::system::error_code ignored;
       c->sock.cancel(ignored);  // the idle header read
-      if (!healthy || c->writing || c->bye) continue;
+      if (!healthy || c->failed || c->writing || c->bye) continue;
       ++pending;
       tcp_wire::encode_header(c->rx, tcp_wire::bye_magic, c->tx_seq, 0);
       net::async_write(c->sock, net::buffer(c->rx),
@@ -596,8 +722,9 @@ class tcp_engine {
   bool failure_io_ = false;
   bool stopping_ = false;
   // guarded by mu_
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
+  std::vector<bool> peer_failed_;
   failure failure_ = failure::none;
   std::string what_;
   bool reported_ = false;
