@@ -41,7 +41,6 @@
 #include <unistd.h>
 #include <vector>
 
-#include "colocated.hpp"
 #include "greenreduce/codec/error_feedback.hpp"
 #include "greenreduce/codec/none.hpp"
 #include "greenreduce/collective/allgather.hpp"
@@ -54,6 +53,7 @@
 #include "idx.hpp"
 #include "mlp.hpp"
 #include "options.hpp"
+#include "world.hpp"
 
 namespace greenreduce::examples {
 
@@ -169,6 +169,8 @@ class account {
 /// What one rank sends to rank 0 after a mode.
 struct rank_outcome {
   double wall_s = 0, wire_bytes = 0, samples = 0;
+  double compute_s = 0;   ///< gradient computation (straggler sleep included)
+  double exchange_s = 0;  ///< pulls, pushes, allreduces, rebalancing: waiting included
   energy_estimate energy;
   std::vector<double> loss;   ///< mean training loss per point (points_per_epoch per epoch)
   std::vector<float> params;  ///< rank 0: the trained parameters
@@ -223,8 +225,9 @@ class progress {
 /// (PS pull; a no-op for the ring); `rebalance(rate, step) -> batch` returns
 /// this rank's new batch size.
 template <class Fetch, class Exchange, class Rebalance>
-void train_loop(rank_context& c, const std::string& mode, account& acc, std::vector<float>& params,
-                rank_outcome& out, Fetch fetch, Exchange exchange, Rebalance rebalance) {
+void train_loop(rank_context& c, const std::string& mode, bool local_optimizer, account& acc,
+                std::vector<float>& params, rank_outcome& out, Fetch fetch, Exchange exchange,
+                Rebalance rebalance) {
   mlp net;
   const std::size_t P = net.parameter_count();
   batcher data(c.train, c.shard, c.opt.seed, c.rank);
@@ -242,8 +245,10 @@ void train_loop(rank_context& c, const std::string& mode, account& acc, std::vec
     std::fill(point_sum.begin(), point_sum.end(), 0.0);
     std::fill(point_n.begin(), point_n.end(), 0.0);
     for (std::size_t s = 0; s < c.steps_per_epoch; ++s, ++step) {
+      const auto f0 = steady::now();
       fetch(params, step);
       const auto t0 = steady::now();
+      out.exchange_s += std::chrono::duration<double>(t0 - f0).count();
       data.next(b, x, y);
       const float loss = net.loss_and_gradient(params, x.data(), y.data(), b, grad);
       const double work_s = since(t0);
@@ -251,12 +256,15 @@ void train_loop(rank_context& c, const std::string& mode, account& acc, std::vec
         std::this_thread::sleep_for(
             std::chrono::duration<double>((c.opt.straggler.factor - 1) * work_s));
       const double compute_s = since(t0);
-      acc.add(compute_report(P, b, c.train.features(), 64 + 32 + 10, compute_s, !is_ps_mode(mode)),
+      out.compute_s += compute_s;
+      acc.add(compute_report(P, b, c.train.features(), 64 + 32 + 10, compute_s, local_optimizer),
               step);
       out.samples += static_cast<double>(b);
       const double r = static_cast<double>(b) / std::max(compute_s, 1e-9);
       rate = rate == 0 ? r : 0.7 * rate + 0.3 * r;
+      const auto x0 = steady::now();
       exchange(grad, b, step);
+      out.exchange_s += since(x0);
       if (c.opt.balance && (step + 1) % rank_context::rebalance_every == 0)
         b = rebalance(rate, step);
       const std::size_t point = s * c.points_per_epoch / c.steps_per_epoch;
@@ -294,10 +302,13 @@ void warm_up(rank_context& c, Transport& t) {
 /// kept per rank, u = m u + g; e = r + u is sparsified with Codec, r keeps what
 /// was dropped, u is zeroed where e was sent (momentum factor masking), and
 /// the allreduced sparse e is applied without a second momentum.
-template <class Codec, class Transport>
-rank_outcome train_ring(rank_context& c, Transport& t, const std::string& mode, Codec codec,
+template <class Codec>
+rank_outcome train_ring(rank_context& c, demo_world& world, const std::string& mode, Codec codec,
                         bool chunk_ef, bool rank_ef) {
   rank_outcome out;
+  if (world.is_server()) return out;  // the ring is the workers' alone
+  using Transport = rank_range<transport::tcp>;
+  Transport& t = world.workers;
   account acc(c.model, c.ledger, mode);
   std::vector<float> params = c.init, velocity(c.init.size(), 0.0F);
   const std::size_t P = params.size();
@@ -326,7 +337,7 @@ rank_outcome train_ring(rank_context& c, Transport& t, const std::string& mode, 
   const auto start = steady::now();
   const std::uint64_t wire0 = t.bytes_sent() + t.bytes_received();
   train_loop(
-      c, mode, acc, params, out, [](std::vector<float>&, std::uint64_t) {},
+      c, mode, true, acc, params, out, [](std::vector<float>&, std::uint64_t) {},
       [&](std::vector<float>& grad, std::size_t b, std::uint64_t step) {
         const std::size_t total = std::accumulate(batches.begin(), batches.end(), std::size_t{0});
         const float weight = static_cast<float>(b) * w / static_cast<float>(total);
@@ -392,116 +403,174 @@ rank_outcome train_ring(rank_context& c, Transport& t, const std::string& mode, 
   return out;
 }
 
-/// PS modes: a worker per rank, the server as threads of rank 0 (colocated.hpp).
-template <class PushCodec, class PullCodec, class Transport>
-rank_outcome train_ps(rank_context& c, Transport& t, const std::string& mode, PushCodec push_codec,
-                      PullCodec pull_codec, bool encoded_pull) {
-  using link = colocated_link<Transport>;
+/// The PS keys: the parameter vector cut into one contiguous key per server
+/// (one fused key per step when there is one server), as bench/ps_bench.hpp.
+inline std::vector<ps::key_spec> ps_keys(std::size_t n, int servers) {
+  std::vector<ps::key_spec> keys;
+  const auto S = static_cast<std::size_t>(servers);
+  for (std::size_t s = 0; s < S; ++s)
+    keys.push_back({"params" + std::to_string(s), n * (s + 1) / S - n * s / S});
+  return keys;
+}
+
+/// How a PS mode trains; the modes differ in codecs and these switches.
+struct ps_setup {
+  bool encoded_pull = false;  ///< pulls come back encoded with the PullCodec
+  /// Pull every `pull_every` steps and train on the cached copy in between
+  /// (SSP's cached reads, Ho et al. 2013: a read may be up to the staleness
+  /// bound old); 1 = pull before every step.
+  int pull_every = 1;
+};
+
+/// PS modes: ranks [0, servers) run ps::server on their own process, the
+/// workers a ps::worker each; bounded staleness (SSP) with the demo's bound.
+/// The server applies SGD with momentum at lr / np per push on the ring's
+/// cosine schedule (indexed by the key's update count), so a round of np
+/// pushes moves the parameters as far as one sync step.
+template <class PushCodec, class PullCodec>
+rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mode,
+                      PushCodec push_codec, PullCodec pull_codec, ps_setup setup) {
+  using tcp = transport::tcp;
   rank_outcome out;
   account acc(c.model, c.ledger, mode);
-  std::vector<float> params = c.init;
-  const std::size_t P = params.size();
-  const std::vector<ps::key_spec> keys{{"params", P}};
-  const ps::roles roles(1, c.world + 1);
+  tcp& t = world.all;
+  const std::size_t P = c.init.size();
+  const auto keys = ps_keys(P, world.servers);
+  const ps::roles roles(world.servers, t.size());
   ps::ps_options po;
   po.mode = ps::consistency::bounded_staleness(static_cast<std::uint32_t>(c.opt.staleness));
   po.timeout = std::chrono::milliseconds(120000);
-  ps::worker_options wo;
-  wo.encoded_pull = encoded_pull;
-  wo.seed = c.opt.seed;
-  // SGD with momentum (ps::sgd's form) at lr / workers per push, on the same
-  // cosine schedule as the ring, indexed by the key's update count.
-  const double total_updates =
-      static_cast<double>(c.steps_per_epoch) * c.opt.epochs * static_cast<double>(c.world);
-  const double lr0 = c.opt.lr / c.world;
-  const auto mom = static_cast<float>(c.opt.momentum);
-  const ps::update_rule rule{1, [=](const ps::update_context& ctx, std::span<float> p,
-                                    std::span<const float> g, std::span<float> v) {
-                               const auto lr = static_cast<float>(
-                                   lr0 * lr_factor(static_cast<double>(ctx.step) / total_updates));
-                               for (std::size_t i = 0; i < p.size(); ++i) {
-                                 v[i] = mom * v[i] + g[i];
-                                 p[i] -= lr * v[i];
-                               }
-                             }};
+  const std::uint64_t end_step = c.steps_per_epoch * static_cast<std::size_t>(c.opt.epochs);
 
-  std::optional<local_pipe> pipe;
-  std::optional<link> server_end;
-  std::optional<ps::server<link, PushCodec, PullCodec>> server;
-  if (c.rank == 0) {
-    pipe.emplace(std::chrono::milliseconds(120000));
-    server_end.emplace(t, 0, &*pipe);
-    server.emplace(
-        *server_end, roles, keys, rule, po, push_codec, pull_codec, [](std::string_view line) {
+  if (world.is_server()) {
+    const double total_updates = static_cast<double>(end_step) * c.world;
+    const double lr0 = c.opt.lr / c.world;
+    const auto mom = static_cast<float>(c.opt.momentum);
+    const ps::update_rule rule{
+        1, [=](const ps::update_context& ctx, std::span<float> p, std::span<const float> g,
+               std::span<float> v) {
+          const auto lr =
+              static_cast<float>(lr0 * lr_factor(static_cast<double>(ctx.step) / total_updates));
+          for (std::size_t i = 0; i < p.size(); ++i) {
+            v[i] = mom * v[i] + g[i];
+            p[i] -= lr * v[i];
+          }
+        }};
+    ps::server<tcp, PushCodec, PullCodec> srv(
+        t, roles, keys, rule, po, push_codec, pull_codec, [](std::string_view line) {
           std::fprintf(stderr, "[ps server] %.*s\n", static_cast<int>(line.size()), line.data());
         });
-    server->init("params", params);
+    const auto& mine = srv.layout().keys_of[static_cast<std::size_t>(t.rank())];
+    std::size_t off = 0;
+    for (std::size_t k = 0; k < keys.size(); off += keys[k].length, ++k)
+      if (std::find(mine.begin(), mine.end(), k) != mine.end())
+        srv.init(keys[k].name, std::span<const float>(c.init).subspan(off, keys[k].length));
+    collective::barrier(t);
+    const auto start = steady::now();
+    const std::uint64_t s0 = t.bytes_sent(), r0 = t.bytes_received();
+    srv.run();
+    out.wall_s = since(start);
+    // The server's account: its socket bytes, and per push the decode of the
+    // frame plus the update rule (4 ops, 20 bytes per element: p, g, v read,
+    // p, v written), per pull the encode of the reply. Its host is worker 0's
+    // (see docs/train_demo.md), whose static power already covers this time.
+    const auto st = srv.stats();
+    std::uint64_t len = 0;
+    for (std::size_t k : mine) len += keys[k].length;
+    const std::uint64_t pushes = st.updates;
+    const std::uint64_t pulls = static_cast<std::uint64_t>(c.world) *
+                                ((end_step + static_cast<std::uint64_t>(setup.pull_every) - 1) /
+                                 static_cast<std::uint64_t>(setup.pull_every));
+    const codec::work dec = push_codec.decode_work(len);
+    const codec::work enc =
+        setup.encoded_pull ? pull_codec.encode_work(len) : codec::none{}.encode_work(len);
+    report srv_r;
+    srv_r.op = "serve";
+    srv_r.algo = "ps";
+    srv_r.bytes_sent = t.bytes_sent() - s0;
+    srv_r.bytes_received = t.bytes_received() - r0;
+    srv_r.memory_bytes = pushes * (dec.memory_bytes + 20 * len) + pulls * enc.memory_bytes;
+    srv_r.compute_ops = pushes * (dec.ops + 4 * len) + pulls * enc.ops;
+    c.model.annotate(srv_r);
+    out.energy = srv_r.energy;
+    out.wire_bytes = static_cast<double>(srv_r.wire_bytes());
+    // Worker 0 evaluates the server's parameters, sent outside the timed part.
+    for (std::size_t k : mine) {
+      const auto p = srv.params(keys[k].name);
+      t.send(world.lead(), std::as_bytes(std::span<const float>(p)));
+    }
+    return out;
   }
-  link me(t, c.rank + 1, c.rank == 0 ? &*pipe : nullptr);
-  ps::worker<link, PushCodec, PullCodec> wk(me, roles, keys, wo, push_codec, pull_codec);
 
+  std::vector<float> params = c.init;
+  ps::worker_options wo;
+  wo.encoded_pull = setup.encoded_pull;
+  wo.seed = c.opt.seed;
+  ps::worker<tcp, PushCodec, PullCodec> wk(t, roles, keys, wo, push_codec, pull_codec);
+  const auto global = static_cast<double>(c.opt.batch) * c.world;
+  const auto each_key = [&](auto&& f) {
+    std::size_t off = 0;
+    for (const auto& k : keys) {
+      f(k, off);
+      off += k.length;
+    }
+  };
   collective::barrier(t);
   const auto start = steady::now();
   const std::uint64_t sent0 = t.bytes_sent(), recv0 = t.bytes_received();
-  std::thread serving;
-  if (server) serving = std::thread([&] { server->run(); });
-  const auto global = static_cast<double>(c.opt.batch) * c.world;
-  std::size_t b_now = static_cast<std::size_t>(c.opt.batch);
-  try {
-    train_loop(
-        c, mode, acc, params, out,
-        [&](std::vector<float>& p, std::uint64_t step) { acc.add(wk.pull("params", p), step); },
-        [&](std::vector<float>& grad, std::size_t b, std::uint64_t step) {
-          const float weight = static_cast<float>(b) / static_cast<float>(c.opt.batch);
-          if (weight != 1.0F)
-            for (float& v : grad) v *= weight;
-          wk.set_samples(static_cast<std::uint32_t>(b));
-          acc.add(wk.push("params", grad), step);
-        },
-        [&](double, std::uint64_t step) {
-          report r;
-          r.op = "shares";
-          r.algo = "ps";
-          const auto a0 = steady::now();
-          const auto sh = wk.shares();
-          r.seconds = since(a0);
-          acc.add(r, step);
-          b_now = std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(
-                                               global * sh[static_cast<std::size_t>(wk.index())])));
-          return b_now;
+  train_loop(
+      c, mode, false, acc, params, out,
+      [&](std::vector<float>& p, std::uint64_t step) {
+        if (step % static_cast<std::uint64_t>(setup.pull_every) != 0) return;
+        each_key([&](const ps::key_spec& k, std::size_t off) {
+          acc.add(wk.pull(k.name, std::span<float>(p).subspan(off, k.length)), step);
         });
-    wk.finish();
-  } catch (...) {
-    wk.finish();
-    if (serving.joinable()) serving.join();
-    throw;
-  }
-  if (serving.joinable()) serving.join();
+      },
+      [&](std::vector<float>& grad, std::size_t b, std::uint64_t step) {
+        const float weight = static_cast<float>(b) / static_cast<float>(c.opt.batch);
+        if (weight != 1.0F)
+          for (float& v : grad) v *= weight;
+        wk.set_samples(static_cast<std::uint32_t>(b));
+        each_key([&](const ps::key_spec& k, std::size_t off) {
+          acc.add(wk.push(k.name, std::span<const float>(grad).subspan(off, k.length)), step);
+        });
+      },
+      [&](double, std::uint64_t step) {
+        report r;
+        r.op = "shares";
+        r.algo = "ps";
+        const std::uint64_t s0 = t.bytes_sent(), r0 = t.bytes_received();
+        const auto a0 = steady::now();
+        const auto sh = wk.shares();
+        r.seconds = since(a0);
+        r.bytes_sent = t.bytes_sent() - s0;
+        r.bytes_received = t.bytes_received() - r0;
+        acc.add(r, step);
+        return std::max<std::size_t>(1, static_cast<std::size_t>(std::lround(
+                                            global * sh[static_cast<std::size_t>(wk.index())])));
+      });
+  wk.finish();
   out.wire_bytes = static_cast<double>(t.bytes_sent() - sent0 + t.bytes_received() - recv0);
-  if (server) {
-    // The server's own account: its socket traffic (worker 0's link is
-    // in-process) and the update rule's arithmetic; its time is rank 0's.
-    const auto st = server->stats();
-    report srv;
-    srv.op = "serve";
-    srv.algo = "ps";
-    // Rank 0's worker pushes and pulls in-process, so every socket byte of
-    // this process during the mode is the server's.
-    srv.bytes_sent = t.bytes_sent() - sent0;
-    srv.bytes_received = t.bytes_received() - recv0;
-    srv.memory_bytes = st.updates * (20 * P) + st.updates * push_codec.decode_work(P).memory_bytes;
-    srv.compute_ops = st.updates * (4 * P) + st.updates * push_codec.decode_work(P).ops;
-    acc.add(srv, c.steps_per_epoch * static_cast<std::size_t>(c.opt.epochs));
-    params = server->params("params");
-  }
-  collective::barrier(t);
+  collective::barrier(world.workers);
   out.wall_s = since(start);
   report idle;
   idle.op = "idle";
   idle.seconds = std::max(0.0, out.wall_s - acc.total().seconds);
-  acc.add(idle, c.steps_per_epoch * static_cast<std::size_t>(c.opt.epochs));
+  acc.add(idle, end_step);
   out.energy = acc.total().energy;
-  if (c.rank == 0) out.params = std::move(params);
+  if (world.is_lead()) {
+    // The servers' final parameters, key by key (after every worker's bye).
+    each_key([&](const ps::key_spec& k, std::size_t off) {
+      const int owner = roles.server_rank(wk.layout().owner[&k - keys.data()]);
+      const std::size_t n =
+          t.recv(owner, std::as_writable_bytes(std::span<float>(params).subspan(off, k.length)));
+      if (n != 4 * k.length)
+        throw peer_error(greenreduce::detail::str("server rank ", owner, " sent ", n,
+                                                  " bytes of key ", k.name, ", expected ",
+                                                  4 * k.length));
+    });
+    out.params = std::move(params);
+  }
   return out;
 }
 

@@ -49,15 +49,18 @@ inline int free_loopback_port() {
 }
 
 /// Starts np ranks of this program with `argv` and waits for all of them.
-inline int spawn(char** argv, int np, const std::string& netns_prefix = {}) {
+/// Ranks [0, servers) are parameter servers: with a netns prefix they run in
+/// worker 0's namespace (host), rank r >= servers in namespace r - servers.
+inline int spawn(char** argv, int np, int servers = 0, const std::string& netns_prefix = {}) {
   const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  const auto host_of = [&](int r) { return std::max(0, r - servers); };
   if (!netns_prefix.empty())
     for (int r = 0; r < np; ++r)
-      if (!std::filesystem::exists("/run/netns/" + netns_prefix + std::to_string(r)))
+      if (!std::filesystem::exists("/run/netns/" + netns_prefix + std::to_string(host_of(r))))
         throw config_error(greenreduce::detail::str(
-            "--link: network namespace ", netns_prefix, r,
-            " does not exist; create the emulated hosts first with: sudo bench/netns.sh up ", np,
-            " RATE"));
+            "--link: network namespace ", netns_prefix, host_of(r),
+            " does not exist; create the emulated hosts first with: sudo bench/netns.sh up ",
+            np - servers, " RATE"));
   const std::string port = std::to_string(netns_prefix.empty() ? free_loopback_port() : 29500);
   std::vector<pid_t> kids;
   for (int r = 0; r < np; ++r) {
@@ -71,8 +74,8 @@ inline int spawn(char** argv, int np, const std::string& netns_prefix = {}) {
       if (netns_prefix.empty()) {
         ::execv(self.c_str(), argv);
       } else {
-        std::vector<std::string> args = {"ip", "netns", "exec", netns_prefix + std::to_string(r),
-                                         self};
+        std::vector<std::string> args = {"ip", "netns", "exec",
+                                         netns_prefix + std::to_string(host_of(r)), self};
         for (char** a = argv + 1; *a; ++a) args.emplace_back(*a);
         std::vector<char*> cargs;
         for (auto& s : args) cargs.push_back(s.data());

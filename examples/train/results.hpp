@@ -29,12 +29,16 @@ struct mode_result {
   energy_estimate energy;                       ///< model estimate, summed over ranks
   double measured_j = NAN;                      ///< meter reading of the machine, NaN when none
   std::vector<std::pair<double, double>> loss;  ///< (epoch, mean training loss over ranks)
-  std::vector<double> rank_wire_bytes, rank_joules, rank_wall_s;
+  std::vector<double> rank_wire_bytes, rank_joules, rank_wall_s;  ///< per worker
+  double compute_s = 0;   ///< mean over workers: gradient computation (straggler sleep included)
+  double exchange_s = 0;  ///< mean over workers: time in the mode's exchange (waits included)
+  double server_wire_bytes = 0;  ///< PS modes: bytes of the server rank(s), all of them
+  double server_j = 0;           ///< PS modes: the servers' estimate (included in `energy`)
 };
 
 struct run_info {
   std::string dataset, profile, link, meter_note, launcher;
-  int np = 0, epochs = 0, batch = 0;
+  int np = 0, servers = 0, epochs = 0, batch = 0;
   double lr = 0, momentum = 0, topk_ratio = 0;
   int staleness = 0;
   straggler_spec straggler;
@@ -84,16 +88,19 @@ inline void print_table(std::FILE* out, const run_info& info,
                  s ? pct_change(r.wire_bytes, s->wire_bytes).c_str() : "-",
                  s ? pct_change(r.energy.total_j(), s->energy.total_j()).c_str() : "-");
   }
-  std::fprintf(out,
-               "(*) estimated (model, profile %s), summed over ranks: each rank's communication "
-               "reports annotated by energy::model (link bits, memory, kernel ops, static power "
-               "while communicating) + training compute (6 x parameters x samples FLOPs x op_pj "
-               "+ estimated memory traffic) + static power (%g W) x the rest of its wall time. "
-               "Not a measurement.\n"
-               "    wire = bytes each process put on and took off its sockets (headers included), "
-               "mean over ranks; the PS server shares rank 0, its link to worker 0 is in-process.\n"
-               "    measured: %s\n",
-               info.profile.c_str(), info.static_watts, info.meter_note.c_str());
+  std::fprintf(
+      out,
+      "(*) estimated (model, profile %s), summed over ranks: each rank's communication "
+      "reports annotated by energy::model (link bits, memory, kernel ops, static power "
+      "while communicating) + training compute (6 x parameters x samples FLOPs x op_pj "
+      "+ estimated memory traffic) + static power (%g W) x the rest of its wall time. "
+      "Not a measurement.\n"
+      "    PS modes add the server process (its wire bytes, frame decoding, update rule and "
+      "reply encoding; it shares worker 0's host, whose static power is counted once).\n"
+      "    wire = bytes each worker put on and took off its sockets (headers included), "
+      "mean over the %d workers.\n"
+      "    measured: %s\n",
+      info.profile.c_str(), info.static_watts, info.np, info.meter_note.c_str());
 }
 
 inline void write_json(std::ostream& os, const run_info& info,
@@ -103,7 +110,8 @@ inline void write_json(std::ostream& os, const run_info& info,
   auto u = [](auto v) { return static_cast<std::uint64_t>(v); };
   w.begin_object();
   w.key("config").begin_object();
-  w.member("dataset", info.dataset).member("np", u(info.np)).member("epochs", u(info.epochs));
+  w.member("dataset", info.dataset).member("np", u(info.np)).member("servers", u(info.servers));
+  w.member("epochs", u(info.epochs));
   w.member("batch_per_rank", u(info.batch)).member("lr", info.lr).member("momentum", info.momentum);
   w.member("topk_ratio", info.topk_ratio).member("staleness", u(info.staleness));
   w.member("straggler_rank", static_cast<double>(info.straggler.rank));
@@ -126,6 +134,8 @@ inline void write_json(std::ostream& os, const run_info& info,
     w.member("energy_j", r.energy.total_j()).member("network_j", r.energy.network_j);
     w.member("memory_j", r.energy.memory_j).member("compute_j", r.energy.compute_j);
     w.member("static_j", r.energy.static_j).member("measured_j", r.measured_j);
+    w.member("compute_s", r.compute_s).member("exchange_s", r.exchange_s);
+    w.member("server_wire_bytes", r.server_wire_bytes).member("server_j", r.server_j);
     if (s) {
       w.member("accuracy_vs_sync_pt", r.accuracy - s->accuracy);
       w.member("wire_vs_sync", s->wire_bytes > 0 ? r.wire_bytes / s->wire_bytes : NAN);
