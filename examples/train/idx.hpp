@@ -66,9 +66,10 @@ inline idx_tensor read_idx(const std::filesystem::path& path, std::uint8_t rank,
   unsigned char magic[4];
   idx_detail::read_exact(f.get(), magic, 4, name, "IDX magic");
   if (magic[0] != 0 || magic[1] != 0 || magic[2] != 0x08 || magic[3] != rank)
-    throw decode_error(str(name, ": IDX magic is ", unsigned{magic[0]}, ",", unsigned{magic[1]},
-                           ",", unsigned{magic[2]}, ",", unsigned{magic[3]}, ", expected 0,0,8,",
-                           unsigned{rank}, " (unsigned bytes, ", unsigned{rank}, " dimensions)"));
+    throw decode_error(str(name, ": IDX magic is ", unsigned{magic[0]}, ",", unsigned{magic[1]}, ",",
+                           unsigned{magic[2]}, ",", unsigned{magic[3]},
+                           ", expected 0,0,8,", unsigned{rank}, " (unsigned bytes, ",
+                           unsigned{rank}, " dimensions)"));
   idx_tensor t;
   std::uint64_t count = 1;
   for (unsigned d = 0; d < rank; ++d) {
@@ -79,8 +80,7 @@ inline idx_tensor read_idx(const std::filesystem::path& path, std::uint8_t rank,
     t.dims.push_back(dim);
     count *= dim;
     if (count > max_bytes)
-      throw decode_error(
-          str(name, ": IDX header declares more than ", max_bytes, " bytes of data"));
+      throw decode_error(str(name, ": IDX header declares more than ", max_bytes, " bytes of data"));
   }
   t.data.resize(count);
   idx_detail::read_exact(f.get(), t.data.data(), t.data.size(), name, "IDX data");
@@ -92,9 +92,9 @@ inline idx_tensor read_idx(const std::filesystem::path& path, std::uint8_t rank,
 
 /// A labelled image set: pixels scaled to [0, 1], one row per image.
 struct dataset {
-  std::size_t rows = 0, cols = 0;    ///< image height and width
-  std::vector<float> pixels;         ///< size() * rows * cols
-  std::vector<std::uint8_t> labels;  ///< size() labels in [0, 10)
+  std::size_t rows = 0, cols = 0;   ///< image height and width
+  std::vector<float> pixels;        ///< size() * rows * cols
+  std::vector<std::uint8_t> labels; ///< size() labels in [0, 10)
   std::size_t size() const noexcept { return labels.size(); }
   std::size_t features() const noexcept { return rows * cols; }
 };
@@ -114,8 +114,8 @@ inline dataset load_mnist_like(const std::filesystem::path& dir, const std::stri
   const idx_tensor images = read_idx(pick(prefix + "-images-idx3-ubyte"), 3);
   const idx_tensor labels = read_idx(pick(prefix + "-labels-idx1-ubyte"), 1);
   if (images.dims[0] != labels.dims[0])
-    throw decode_error(
-        str(prefix, " set has ", images.dims[0], " images but ", labels.dims[0], " labels"));
+    throw decode_error(str(prefix, " set has ", images.dims[0], " images but ", labels.dims[0],
+                           " labels"));
   dataset d;
   d.rows = images.dims[1];
   d.cols = images.dims[2];
@@ -124,8 +124,7 @@ inline dataset load_mnist_like(const std::filesystem::path& dir, const std::stri
   d.labels = labels.data;
   for (std::size_t i = 0; i < d.labels.size(); ++i)
     if (d.labels[i] > 9)
-      throw decode_error(
-          str(prefix, " label ", i, " is ", unsigned{d.labels[i]}, ", expected 0..9"));
+      throw decode_error(str(prefix, " label ", i, " is ", unsigned{d.labels[i]}, ", expected 0..9"));
   return d;
 }
 

@@ -34,8 +34,8 @@ class mlp {
 
   explicit mlp(std::vector<int> sizes = {784, 64, 32, 10}) : sizes_(std::move(sizes)) {
     if (sizes_.size() < 2)
-      throw config_error(
-          greenreduce::detail::str("an MLP needs at least 2 layer sizes, got ", sizes_.size()));
+      throw config_error(greenreduce::detail::str("an MLP needs at least 2 layer sizes, got ",
+                                                  sizes_.size()));
     std::size_t off = 0;
     for (std::size_t l = 1; l < sizes_.size(); ++l) {
       if (sizes_[l] <= 0 || sizes_[l - 1] <= 0) throw config_error("MLP layer sizes must be > 0");
@@ -115,8 +115,8 @@ class mlp {
  private:
   void check(std::size_t n, const char* what) const {
     if (n != count_)
-      throw config_error(
-          greenreduce::detail::str("MLP ", what, " span has ", n, " floats, expected ", count_));
+      throw config_error(greenreduce::detail::str("MLP ", what, " span has ", n,
+                                                  " floats, expected ", count_));
   }
 
   void forward(std::span<const float> params, const float* x, int b) {
@@ -127,10 +127,8 @@ class mlp {
       cmap w(params.data() + w_off_[l], sizes_[l + 1], sizes_[l]);
       cvmap bias(params.data() + b_off_[l], sizes_[l + 1]);
       matrix& z = pre_[l];
-      if (l == 0)
-        z.noalias() = w * cmap(x, sizes_[0], b);
-      else
-        z.noalias() = w * act_[l];
+      if (l == 0) z.noalias() = w * cmap(x, sizes_[0], b);
+      else z.noalias() = w * act_[l];
       z.colwise() += bias;
       if (l + 1 < layers) {
         act_[l + 1] = z.cwiseMax(0.0F);
