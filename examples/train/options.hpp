@@ -14,6 +14,7 @@
 #include <system_error>
 #include <vector>
 
+#include "greenreduce/adaptive/ladder.hpp"
 #include "greenreduce/core/error.hpp"
 
 namespace greenreduce::examples {
@@ -44,7 +45,9 @@ struct demo_options {
   std::string json, csv, plot;       ///< output files; plot without extension
   std::string plot_format = "auto";  ///< auto (png when gnuplot exists, else svg), png, svg
   std::string profile = "datacenter_ethernet";
-  std::string link;  ///< --link RATE: ranks run in bench/netns.sh namespaces
+  std::string link;          ///< --link RATE: ranks run in bench/netns.sh namespaces
+  double energy_budget = 0;  ///< adaptive mode: estimated J per step of the exchange, all ranks
+  std::string adaptive_ladder = "none,fp16,int8,ternary";  ///< adaptive mode: codec ladder
   bool progress = true;
 };
 
@@ -53,7 +56,8 @@ inline constexpr const char* usage_text =
     "       [--lr X] [--momentum X] [--seed N] [--limit N] [--test-limit N]\n"
     "       [--topk-ratio X] [--staleness K] [--servers S] [--straggler RANK:FACTOR]\n"
     "       [--balance] [--json FILE] [--csv FILE] [--plot PATH] [--plot-format auto|png|svg]\n"
-    "       [--profile NAME] [--link RATE] [--no-progress]\n"
+    "       [--profile NAME] [--link RATE] [--energy-budget J] [--adaptive-ladder LIST]\n"
+    "       [--no-progress]\n"
     "--modes takes a comma-separated list of these (default: every default one):\n";
 
 namespace options_detail {
@@ -163,6 +167,11 @@ inline demo_options parse_options(int argc, const char* const* argv) {
     } else if (a == "--link") {
       o.link = value();
       if (o.link.empty()) throw config_error("--link expects a rate such as 1gbit");
+    } else if (a == "--energy-budget") {
+      o.energy_budget = number(a, value(), 0.0, 1e12);
+    } else if (a == "--adaptive-ladder") {
+      o.adaptive_ladder = value();
+      (void)adaptive::ladder::parse(o.adaptive_ladder);  // a bad spec fails before the launch
     } else if (a == "--no-progress") {
       o.progress = false;
     } else if (a == "--help" || a == "-h") {
