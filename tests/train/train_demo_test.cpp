@@ -128,3 +128,16 @@ TEST_CASE("train_demo SVG: a well-formed document with every mode", "[train]") {
   write_svg(none, {}, "t");
   CHECK_THAT(none.str(), Catch::Contains("</svg>"));
 }
+
+TEST_CASE("train_demo options: the adaptive mode's budget and ladder", "[train]") {
+  const auto d = parse({});
+  CHECK(d.energy_budget == 0);
+  CHECK(adaptive::ladder::parse(d.adaptive_ladder).size() == 4);
+  const auto o = parse({"--energy-budget", "0.25", "--adaptive-ladder", "none,int8,topk:0.01"});
+  CHECK(o.energy_budget == 0.25);
+  CHECK(o.adaptive_ladder == "none,int8,topk:0.01");
+  CHECK_THAT(error_of({"--energy-budget", "-1"}),
+             Catch::Contains("--energy-budget expects a number in [0,"));
+  CHECK_THAT(error_of({"--adaptive-ladder", "none,zip"}), Catch::Contains("unknown codec \"zip\""));
+  CHECK_THAT(error_of({"--adaptive-ladder", "int8,none"}), Catch::Contains("loosest first"));
+}
