@@ -220,6 +220,38 @@ TEST_CASE("controller: an unattainable budget goes to the strongest level and st
   CHECK(flagged == 1);
   CHECK(c.log().back().why == reason::budget_unattainable);
   CHECK(c.log().back().text.find("holding it") != std::string::npos);
+  CHECK(c.log().back().text.find("cheapest of levels 0..6") != std::string::npos);
+}
+
+TEST_CASE(
+    "controller: where codec work costs more than the bytes it saves, it settles on the "
+    "cheapest level",
+    "[adaptive]") {
+  // Loopback: a wire byte costs one DRAM access per end, and every codec but
+  // none moves 3 bytes of memory per raw byte in its kernels. Every level then
+  // costs more than none; the budget (below none) cannot be met.
+  const energy::model m("loopback");
+  controller c(base_options().with_model(m).with_energy_budget(1e-3));
+  const double raw = 4e6;
+  std::size_t prev = 0, changes = 0;
+  for (std::uint64_t s = 0; s < 3000; ++s) {
+    const auto sent = static_cast<std::uint64_t>(raw / c.current().nominal_ratio);
+    report r;
+    r.bytes_sent = r.bytes_received = sent;
+    r.raw_bytes = static_cast<std::uint64_t>(raw);
+    r.memory_bytes = static_cast<std::uint64_t>(raw * (c.level() == 0 ? 0.1 : 3.0));
+    r.seconds = 1e-3;
+    m.annotate(r);
+    c.observe(observation::from_report(r, s));
+    changes += c.level() != prev ? 1 : 0;
+    prev = c.level();
+  }
+  for (const auto& d : c.log()) INFO(d.to_json());
+  CHECK(c.level() == 0);
+  CHECK(c.state() == adaptive::policy_state::budget_unattainable);
+  CHECK(changes <= 2 * (c.options().ladder.size() - 1));
+  CHECK(c.log().back().why == reason::budget_unattainable);
+  CHECK(c.log().back().text.find("cheapest") != std::string::npos);
 }
 
 TEST_CASE("controller: oscillating signals do not make it flap", "[adaptive]") {

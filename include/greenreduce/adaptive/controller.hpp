@@ -24,9 +24,13 @@
 // * Every window_steps it compares the window means with the objectives. The
 //   current level is judged by what was observed, the others by prediction:
 //     - over the energy budget or the slowdown limit: target the loosest
-//       stronger level predicted to meet both, else the strongest allowed one;
-//       at the strongest allowed level it holds and logs budget_unattainable
-//       (once) instead of moving;
+//       other allowed level predicted to meet both (a looser one with
+//       loosen_margin to spare); if none is, the level predicted cheapest in
+//       what is violated, when it saves loosen_margin over the current one;
+//       else hold the current level and log budget_unattainable (once)
+//       instead of moving. With a slower link the cheapest is the strongest;
+//       where codec work costs more than the bytes it saves (loopback) it
+//       can be a looser one;
 //     - within limits: target the loosest looser level predicted to meet both
 //       with loosen_margin to spare (room_to_loosen).
 //   A move happens when the target lies in the same direction for
@@ -135,11 +139,12 @@ class controller {
     if (st.measured) {
       mem = st.mem_per_raw.value * raw;
       ops = st.ops_per_raw.value * raw;
-    } else if (stats_[level_].measured) {
-      const double scale_m = work_of(l).first / std::max(1.0, work_of(level_).first);
-      const double scale_o = work_of(l).second / std::max(1.0, work_of(level_).second);
-      mem = stats_[level_].mem_per_raw.value * raw * scale_m;
-      ops = stats_[level_].ops_per_raw.value * raw * scale_o;
+    } else if (const std::size_t m = nearest_measured(l); m < stats_.size()) {
+      // Scaled from the measured level whose codec work is most alike.
+      const double scale_m = work_of(l).first / std::max(1.0, work_of(m).first);
+      const double scale_o = work_of(l).second / std::max(1.0, work_of(m).second);
+      mem = stats_[m].mem_per_raw.value * raw * scale_m;
+      ops = stats_[m].ops_per_raw.value * raw * scale_o;
     }
     p.joules = calib_.ok() ? calib_.value * model_joules(wire, mem, ops, comm) : nan;
     return p;
@@ -284,6 +289,23 @@ class controller {
   // believed at once, a recovery once the average follows.
   double seconds_per_byte() const noexcept {
     return std::max(sec_per_byte_.or_zero(), last_sec_per_byte_);
+  }
+
+  // The measured level whose codec memory work is nearest to level l's (by
+  // ratio; the lower index on a tie), or stats_.size() when none is measured.
+  std::size_t nearest_measured(std::size_t l) const {
+    std::size_t best = stats_.size();
+    double best_d = 0;
+    const double wl = std::max(1.0, work_of(l).first);
+    for (std::size_t m = 0; m < stats_.size(); ++m) {
+      if (!stats_[m].measured) continue;
+      const double d = std::fabs(std::log(wl / std::max(1.0, work_of(m).first)));
+      if (best == stats_.size() || d < best_d) {
+        best = m;
+        best_d = d;
+      }
+    }
+    return best;
   }
 
   std::pair<double, double> work_of(std::size_t l) const {
@@ -440,29 +462,48 @@ class controller {
                                     o_.energy_budget_j, " J")
                       : detail::str("step time ", s.step_seconds, " s above ", o_.max_slowdown,
                                     " x the warm-up ", baseline_, " s");
-      if (level_ >= ceiling_) {
-        codec_h_.see(0);
-        if (state_ != policy_state::budget_unattainable) {
-          state_ = policy_state::budget_unattainable;
-          record(step, level_, stale_, reason::budget_unattainable,
-                 detail::str(what, " at the strongest allowed level ", level_, " (",
-                             o_.ladder[level_].spec, "); holding it"),
-                 s);
-        }
-        return;
-      }
-      target = ceiling_;
-      for (std::size_t l = level_ + 1; l <= ceiling_; ++l) {
+      // The loosest other level predicted to meet the objectives (a looser one
+      // with loosen_margin to spare: it costs the accuracy nothing to try).
+      bool found = false;
+      for (std::size_t l = 0; l <= ceiling_ && !found; ++l) {
+        if (l == level_) continue;
         const auto p = predict(l);
-        if (meets(p.joules, p.seconds, 1.0)) {
+        if (meets(p.joules, p.seconds, l < level_ ? 1 - o_.loosen_margin : 1.0)) {
           target = l;
-          break;
+          found = true;
+          text = detail::str(what, "; level ", l, " (", o_.ladder[l].spec, ") predicted ", p.joules,
+                             " J/step, ", p.seconds, " s/step");
         }
       }
-      want = +1;
-      const auto p = predict(target);
-      text = detail::str(what, "; level ", target, " (", o_.ladder[target].spec, ") predicted ",
-                         p.joules, " J/step, ", p.seconds, " s/step");
+      if (!found) {
+        // None is predicted to: the cheapest level by what is violated (the
+        // current one as observed), if it saves loosen_margin; else hold.
+        auto cost = [&](std::size_t l) {
+          if (l == level_) return over_budget ? s.joules : s.step_seconds;
+          const auto p = predict(l);
+          return over_budget ? p.joules : p.seconds;
+        };
+        std::size_t best = level_;
+        for (std::size_t l = 0; l <= ceiling_; ++l)
+          if (cost(l) < cost(best)) best = l;
+        if (best != level_ && cost(best) < (1 - o_.loosen_margin) * cost(level_)) {
+          target = best;
+          text = detail::str(what, "; no level is predicted to meet it, level ", best, " (",
+                             o_.ladder[best].spec, ") is predicted cheapest at ", cost(best),
+                             over_budget ? " J/step" : " s/step");
+        } else {
+          codec_h_.see(0);
+          if (state_ != policy_state::budget_unattainable) {
+            state_ = policy_state::budget_unattainable;
+            record(step, level_, stale_, reason::budget_unattainable,
+                   detail::str(what, " at level ", level_, " (", o_.ladder[level_].spec,
+                               "), the cheapest of levels 0..", ceiling_, " allowed; holding it"),
+                   s);
+          }
+          return;
+        }
+      }
+      want = target > level_ ? +1 : -1;
     } else {
       if (state_ == policy_state::budget_unattainable) {
         state_ = policy_state::tracking;

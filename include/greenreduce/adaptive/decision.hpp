@@ -30,7 +30,7 @@ enum class reason : std::uint8_t {
   room_to_loosen,       ///< a looser level is predicted to meet every objective with margin
   accuracy_loss,        ///< validation loss above the reference by more than allowed
   accuracy_error,       ///< compression error above its threshold
-  budget_unattainable,  ///< objectives missed even at the strongest allowed level
+  budget_unattainable,  ///< no allowed level is predicted to meet the objectives; holding
   budget_attainable,    ///< objectives met again after being unattainable
   congestion,           ///< step-time spread (or comm fraction) high: more staleness
   congestion_cleared,   ///< spread low again: less staleness
@@ -66,7 +66,7 @@ constexpr std::string_view to_string(reason r) noexcept {
 enum class policy_state : std::uint8_t {
   warmup,               ///< running level 0 to measure baselines
   tracking,             ///< objectives met (or being approached)
-  budget_unattainable,  ///< objectives missed at the strongest allowed level; holding it
+  budget_unattainable,  ///< objectives missed at the cheapest allowed level; holding it
 };
 
 constexpr std::string_view to_string(policy_state s) noexcept {
