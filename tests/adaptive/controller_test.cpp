@@ -254,6 +254,23 @@ TEST_CASE(
   CHECK(c.log().back().text.find("cheapest") != std::string::npos);
 }
 
+TEST_CASE("controller: a budget hovering at the strongest level's cost moves no codec",
+          "[adaptive]") {
+  controller c(base_options().with_energy_budget(0.112));  // topk:0.01 costs 0.112 J/step
+  link_sim link;
+  link.bandwidth = 1e9;
+  link.noise = 0.3;
+  link.gen.seed(test::seed(5));
+  for (std::uint64_t s = 0; s < 3000; ++s) c.observe(link.step(c, s));
+  CHECK(codec_changes(c) == 1);
+  std::size_t states = 0;
+  for (const auto& d : c.log())
+    states += d.why == reason::budget_unattainable || d.why == reason::budget_attainable;
+  CHECK(states >= 1);
+  // Entering and leaving each take 3 consecutive windows.
+  CHECK(states <= (3000 - 50) / 10 / 3);
+}
+
 TEST_CASE("controller: oscillating signals do not make it flap", "[adaptive]") {
   const std::uint64_t period = GENERATE(1, 5, 10, 20, 30, 70);
   const std::uint32_t dwell = 5;

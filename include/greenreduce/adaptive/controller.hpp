@@ -263,7 +263,7 @@ class controller {
   std::size_t level_ = 0;
   std::size_t stale_ = 0;
   std::size_t ceiling_ = 0;
-  std::uint32_t guard_bad_ = 0;
+  std::uint32_t guard_bad_ = 0, met_windows_ = 0, unmet_windows_ = 0;
   bool last_move_by_guard_ = false;
   hysteresis codec_h_, mode_h_;
   damper codec_d_, mode_d_;
@@ -455,6 +455,10 @@ class controller {
       codec_h_.see(0);
       return;
     }
+    if (over_budget || over_time)
+      met_windows_ = 0;
+    else
+      unmet_windows_ = 0;
     if (over_budget || over_time) {
       why = over_budget ? reason::over_budget : reason::over_slowdown;
       const std::string what =
@@ -493,7 +497,8 @@ class controller {
                              over_budget ? " J/step" : " s/step");
         } else {
           codec_h_.see(0);
-          if (state_ != policy_state::budget_unattainable) {
+          if (state_ != policy_state::budget_unattainable &&
+              ++unmet_windows_ >= o_.hysteresis_windows) {
             state_ = policy_state::budget_unattainable;
             record(step, level_, stale_, reason::budget_unattainable,
                    detail::str(what, " at level ", level_, " (", o_.ladder[level_].spec,
@@ -505,7 +510,9 @@ class controller {
       }
       want = target > level_ ? +1 : -1;
     } else {
-      if (state_ == policy_state::budget_unattainable) {
+      // Leaving the unattainable state takes hysteresis_windows good windows,
+      // so a signal hovering at the budget does not flood the log.
+      if (state_ == policy_state::budget_unattainable && ++met_windows_ >= o_.hysteresis_windows) {
         state_ = policy_state::tracking;
         record(step, level_, stale_, reason::budget_attainable,
                detail::str("objectives met again at level ", level_, " (", o_.ladder[level_].spec,
