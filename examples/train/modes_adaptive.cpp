@@ -47,11 +47,15 @@ void write_levels_svg(const std::string& path, const std::vector<std::size_t>& l
   os << "<text x=\"" << (l + r) / 2 << "\" y=\"" << bottom + 36
      << "\" text-anchor=\"middle\">step</text>\n<polyline fill=\"none\" stroke=\"#d62728\" "
      << "stroke-width=\"2\" points=\"";
-  for (std::size_t s = 0; s < levels.size(); ++s) {
+  for (std::size_t s = 0; s < levels.size(); ++s) {  // a corner at each change only
     const double v = static_cast<double>(levels[s]);
-    os << x(static_cast<double>(s)) << ',' << y(v) << ' ' << x(static_cast<double>(s + 1)) << ','
-       << y(v) << ' ';
+    if (s == 0 || levels[s] != levels[s - 1]) {
+      if (s > 0)
+        os << x(static_cast<double>(s)) << ',' << y(static_cast<double>(levels[s - 1])) << ' ';
+      os << x(static_cast<double>(s)) << ',' << y(v) << ' ';
+    }
   }
+  if (!levels.empty()) os << x(n) << ',' << y(static_cast<double>(levels.back())) << ' ';
   os << "\"/>\n</svg>\n";
 }
 
