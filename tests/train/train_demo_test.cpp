@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "greenreduce/transport/inproc.hpp"
+#include "support/matchers.hpp"
 #include "train/modes.hpp"
 #include "train/options.hpp"
 #include "train/plot.hpp"
@@ -156,10 +157,10 @@ TEST_CASE("train_demo modes: one registration per file, sorted, validated", "[tr
   CHECK_FALSE(needs_servers({"zz_late", "zz_extra"}));
   CHECK(find_mode("zz_ps").summary == "a server mode");
   CHECK_THROWS_MATCHES(resolve_modes({"zz_late", "bogus"}), config_error,
-                       Catch::Contains("unknown mode \"bogus\": expected one of") &&
-                           Catch::Contains("zz_extra"));
+                       test::what_has("unknown mode \"bogus\": expected one of"));
+  CHECK_THROWS_MATCHES(resolve_modes({"bogus"}), config_error, test::what_has("zz_extra"));
   CHECK_THROWS_MATCHES(register_mode(mode_spec{"zz_ps", "again", 1, false, true, no_run}),
-                       config_error, Catch::Contains("\"zz_ps\" is registered twice"));
+                       config_error, test::what_has("\"zz_ps\" is registered twice"));
 }
 
 TEST_CASE("train_demo rank_range: the workers renumbered from 0", "[train]") {
