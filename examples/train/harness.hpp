@@ -458,8 +458,7 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
     const double lr_ps = c.opt.lr * (1 - m_ps) / (1 - m);
     const double m_push = std::pow(m_ps, 1.0 / c.world);
     const double total_updates = static_cast<double>(end_step) * c.world;
-    const double lr0 =
-        m_ps > 0 ? lr_ps * (1 - m_push) / (c.world * (1 - m_ps)) : lr_ps / c.world;
+    const double lr0 = m_ps > 0 ? lr_ps * (1 - m_push) / (c.world * (1 - m_ps)) : lr_ps / c.world;
     const auto mom = static_cast<float>(m_push);
     const ps::update_rule rule{
         1, [=](const ps::update_context& ctx, std::span<float> p, std::span<const float> g,

@@ -1,7 +1,7 @@
 // examples/train/modes_ps.cpp — the parameter-server modes (server rank(s) of their own).
 #include "greenreduce/codec/bf16.hpp"
-#include "greenreduce/codec/none.hpp"
 #include "greenreduce/codec/int8.hpp"
+#include "greenreduce/codec/none.hpp"
 #include "harness.hpp"
 #include "modes.hpp"
 
@@ -27,8 +27,8 @@ const register_mode async_mode{
     mode_spec{"async", "parameter server, bounded staleness (SSP), fp32 pushes and pulls", 20, true,
               true, run_async}};
 const register_mode hybrid_mode{
-    mode_spec{"hybrid", "parameter server, SSP, int8 pushes with error feedback, bf16 pulls",
-              30, true, true, run_hybrid}};
+    mode_spec{"hybrid", "parameter server, SSP, int8 pushes with error feedback, bf16 pulls", 30,
+              true, true, run_hybrid}};
 
 }  // namespace
 }  // namespace greenreduce::examples

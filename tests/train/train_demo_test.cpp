@@ -5,8 +5,8 @@
 
 #include <algorithm>
 #include <sstream>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "greenreduce/transport/inproc.hpp"
@@ -45,23 +45,13 @@ TEST_CASE("train_demo options: defaults and every flag", "[train]") {
   CHECK(d.straggler.rank == -1);
   CHECK_FALSE(d.balance);
 
-  const auto o = parse({"--np",        "2",
-                        "--modes",     "sync,topk",
-                        "--epochs",    "5",
-                        "--batch",     "64",
-                        "--lr",        "0.1",
-                        "--momentum",  "0.8",
-                        "--straggler", "1:2.5",
-                        "--balance",   "--json",
-                        "a.json",      "--csv",
-                        "b.csv",       "--plot",
-                        "p",           "--plot-format",
-                        "svg",         "--limit",
-                        "100",         "--link",
-                        "1gbit",       "--topk-ratio",
-                        "0.02",        "--staleness",
-                        "3",           "--servers",
-                        "2",           "--no-progress"});
+  const auto o =
+      parse({"--np",        "2",         "--modes",   "sync,topk",     "--epochs",   "5",
+             "--batch",     "64",        "--lr",      "0.1",           "--momentum", "0.8",
+             "--straggler", "1:2.5",     "--balance", "--json",        "a.json",     "--csv",
+             "b.csv",       "--plot",    "p",         "--plot-format", "svg",        "--limit",
+             "100",         "--link",    "1gbit",     "--topk-ratio",  "0.02",       "--staleness",
+             "3",           "--servers", "2",         "--no-progress"});
   CHECK(o.np == 2);
   CHECK(o.np_given);
   CHECK(o.modes == std::vector<std::string>{"sync", "topk"});
@@ -90,7 +80,8 @@ TEST_CASE("train_demo options: errors say what was expected and what was found",
   CHECK_THAT(error_of({"--straggler", "1:0.5"}), Catch::Contains("FACTOR expects a number"));
   CHECK_THAT(error_of({"--straggler", "-1:2"}), Catch::Contains("RANK expects an integer"));
   CHECK_THAT(error_of({"--modes", "sync,,topk"}), Catch::Contains("empty name in \"sync,,topk\""));
-  CHECK_THAT(error_of({"--servers", "0"}), Catch::Contains("--servers expects an integer in [1, 16]"));
+  CHECK_THAT(error_of({"--servers", "0"}),
+             Catch::Contains("--servers expects an integer in [1, 16]"));
   CHECK_THAT(error_of({"--modes", "sync,sync"}), Catch::Contains("listed twice"));
   CHECK_THAT(error_of({"--np", "0"}), Catch::Contains("--np expects an integer in [1, 64]"));
   CHECK_THAT(error_of({"--lr", "fast"}), Catch::Contains("--lr expects a number"));
