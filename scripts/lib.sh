@@ -9,7 +9,7 @@ GR_PACKAGES=(
   cmake ninja-build g++ make pkg-config
   libboost-dev libxsimd-dev xtl-dev catch2 libbenchmark-dev
   zlib1g-dev libeigen3-dev dataset-fashion-mnist
-  iproute2 libgloo-dev
+  iproute2 libgloo-dev gnuplot-nox
   libopenmpi-dev openmpi-bin
 )
 

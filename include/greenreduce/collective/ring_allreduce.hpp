@@ -289,6 +289,25 @@ class ring_allreduce {
     return sizeof(float) * (2 * static_cast<std::uint64_t>(n) - skip);
   }
 
+  /// The error-feedback residual this rank holds: one value per element of the
+  /// chunk it owns, chunk (rank + 1) mod p of the length of the last ring run,
+  /// in the result's units (after averaging). Empty without error_feedback,
+  /// before the first such run, and for exact fp32 (nothing to feed back).
+  std::span<const float> residual() const noexcept {
+    if (!opts_.error_feedback || residual_.empty() ||
+        residual_n_ == static_cast<std::size_t>(-1))
+      return {};
+    const auto own = ring_detail::chunk(residual_n_, p_, ring_detail::mod(r_ + 1, p_));
+    return std::span<const float>(residual_).first(own.count);
+  }
+  /// Element offset of residual() in the vector of the last ring run.
+  std::size_t residual_offset() const noexcept {
+    if (residual_n_ == static_cast<std::size_t>(-1)) return 0;
+    return ring_detail::chunk(residual_n_, p_, ring_detail::mod(r_ + 1, p_)).offset;
+  }
+  /// Forgets the residual (e.g. after handing it to another collective).
+  void clear_residual() noexcept { std::fill(residual_.begin(), residual_.end(), 0.0F); }
+
   /// Reduces `data` over all ranks in place. Every rank passes the same length and op.
   report run(std::span<float> data, reduce_op op = reduce_op::sum) {
     const auto t0 = std::chrono::steady_clock::now();
