@@ -47,7 +47,6 @@
 // transports
 #include "greenreduce/transport/concept.hpp"
 #include "greenreduce/transport/inproc.hpp"
-#include "greenreduce/transport/mpi.hpp"
 // nvcc's front end cannot parse Boost.Asio 1.74: a .cu file gets everything
 // else from this header and includes the TCP transport from a .cpp instead.
 #if !defined(__CUDACC__)
@@ -78,3 +77,11 @@
 #include "greenreduce/energy/model.hpp"
 #include "greenreduce/energy/nvml.hpp"
 #include "greenreduce/energy/rapl.hpp"
+
+// adaptive policy (codec and consistency chosen from the network and the budget)
+#include "greenreduce/adaptive/adaptive_allreduce.hpp"
+#include "greenreduce/adaptive/controller.hpp"
+#include "greenreduce/adaptive/decision.hpp"
+#include "greenreduce/adaptive/ladder.hpp"
+#include "greenreduce/adaptive/observation.hpp"
+#include "greenreduce/adaptive/options.hpp"
