@@ -10,6 +10,8 @@ GR_PACKAGES=(
   libboost-dev libxsimd-dev xtl-dev catch2 libbenchmark-dev
   zlib1g-dev libeigen3-dev dataset-fashion-mnist
   iproute2 libgloo-dev
+  libssl-dev
+  clang libclang-rt-14-dev
 )
 
 gr_log() { printf '[greenreduce] %s\n' "$*" >&2; }
