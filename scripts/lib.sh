@@ -11,6 +11,8 @@ GR_PACKAGES=(
   zlib1g-dev libeigen3-dev dataset-fashion-mnist
   iproute2 libgloo-dev gnuplot-nox
   libopenmpi-dev openmpi-bin
+  libssl-dev
+  clang libclang-rt-14-dev
 )
 
 # CUDA, when nvcc is found (it is not a Debian package of GR_PACKAGES: the

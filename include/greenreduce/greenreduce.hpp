@@ -50,6 +50,7 @@
 // nvcc's front end cannot parse Boost.Asio 1.74: a .cu file gets everything
 // else from this header and includes the TCP transport from a .cpp instead.
 #if !defined(__CUDACC__)
+#include "greenreduce/transport/auth.hpp"
 #include "greenreduce/transport/rendezvous.hpp"
 #include "greenreduce/transport/store.hpp"
 #include "greenreduce/transport/tcp.hpp"

@@ -79,6 +79,7 @@ TEST_CASE("store: garbage, oversize and idle clients are dropped, others unaffec
           "[transport][store]") {
   grt::store_server_options so;
   so.idle_timeout = 300ms;
+  so.handshake_timeout = 300ms;  // a fresh connection is idle before its first request
   so.log = [](const std::string&) {};
   grt::store_server server("127.0.0.1", 0, so);
   const net::ip::tcp::endpoint ep(net::ip::make_address_v4("127.0.0.1"), server.port());

@@ -15,8 +15,15 @@
 // keys. The server validates every header before it reads or allocates
 // anything; a bad request is answered "rejected" with the reason and the
 // connection is closed. Connections are bounded in number and in idle time.
-// The store is rendezvous, not authentication: anyone who can reach the port
-// can read it.
+// A new connection is "pending" until it proved itself (authenticated with the
+// job's secret, or, without a secret, sent its first valid request): pending
+// ones must do so within handshake_timeout, and at most max_pending wait at a
+// time (a new one evicts the oldest), so a slow trickle of bytes or a flood of
+// connections cannot hold the store.
+// With a secret (auth.hpp) a connection is refused before its first request
+// header is read unless it passes the challenge-response; without one the
+// store is rendezvous, not authentication: anyone who can reach the port can
+// read and write it.
 #pragma once
 
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including <utility>.
@@ -44,6 +51,7 @@
 
 #include "greenreduce/core/bytes.hpp"
 #include "greenreduce/core/error.hpp"
+#include "greenreduce/transport/auth.hpp"
 
 namespace greenreduce::transport {
 
@@ -174,6 +182,9 @@ struct store_server_options {
   std::size_t max_connections = 64;               ///< more are closed on accept
   std::chrono::milliseconds idle_timeout{60000};  ///< a request must arrive within this
   std::function<void(const std::string&)> log;    ///< dropped connections; null: stderr
+  std::size_t max_pending = 16;  ///< connections not yet proven; a new one evicts the oldest
+  std::chrono::milliseconds handshake_timeout{10000};  ///< to authenticate / send a first request
+  std::string secret;  ///< non-empty: every client must authenticate (auth.hpp)
 };
 
 /// Serves the store on addr:port (port 0: an ephemeral port, see port()) from
@@ -182,6 +193,9 @@ class store_server {
  public:
   store_server(const std::string& addr, std::uint16_t port, store_server_options opts = {})
       : opts_(std::move(opts)), acceptor_(io_) {
+    if (!opts_.secret.empty()) auth_ = std::make_shared<const peer_auth>(opts_.secret);
+    if (opts_.max_pending == 0 || opts_.max_connections == 0)
+      throw config_error("store_server_options: max_pending and max_connections must be positive");
     boost::system::error_code ec;
     const auto ip = boost::asio::ip::make_address_v4(addr, ec);
     if (ec) throw config_error(detail::str("store address \"", addr, "\" is not an IPv4 address"));
@@ -192,7 +206,9 @@ class store_server {
     if (ec)
       throw config_error(detail::str("cannot serve the rendezvous store on ", addr, ":", port, ": ",
                                      ec.message()));
-    acceptor_.listen(static_cast<int>(opts_.max_connections));
+    // Pending connections are bounded above the kernel (eviction); a short
+    // backlog would only delay real clients behind strangers.
+    acceptor_.listen(boost::asio::socket_base::max_listen_connections);
     port_ = acceptor_.local_endpoint().port();
     accept();
     thread_ = std::thread([this] { io_.run(); });
@@ -218,10 +234,13 @@ class store_server {
   struct session : std::enable_shared_from_this<session> {
     explicit session(boost::asio::io_context& io) : sock(io), timer(io) {}
     void close() {
+      closed = true;
       boost::system::error_code ignored;
       sock.close(ignored);
       timer.cancel();
     }
+    bool closed = false;
+    bool proven = false;  // authenticated, or (no secret) sent a valid request
     detail::net_tcp::socket sock;
     boost::asio::steady_timer timer;
     std::array<std::byte, store_protocol::header_bytes> header{};
@@ -240,6 +259,7 @@ class store_server {
   }
 
   void drop(const std::shared_ptr<session>& s, const std::string& why) {
+    if (s->closed) return;
     ++dropped_;
     log(detail::str("dropped connection from ", s->peer, ": ", why));
     s->close();
@@ -253,27 +273,60 @@ class store_server {
         boost::system::error_code pec;
         const auto ep = s->sock.remote_endpoint(pec);
         s->peer = pec ? std::string("?") : detail::str(ep);
-        std::erase_if(sessions_, [](const auto& w) { return w.expired(); });
+        std::erase_if(sessions_, [](const auto& w) {
+          auto p = w.lock();
+          return !p || p->closed;
+        });
+        std::shared_ptr<session> oldest_pending;
+        std::size_t pending = 0;
+        for (auto& w : sessions_)
+          if (auto p = w.lock(); p && !p->proven) {
+            ++pending;
+            if (!oldest_pending) oldest_pending = p;
+          }
+        if ((pending >= opts_.max_pending || sessions_.size() >= opts_.max_connections) &&
+            oldest_pending) {
+          drop(oldest_pending, detail::str("evicted: ", pending,
+                                           " connections wait to prove "
+                                           "themselves (bound ",
+                                           opts_.max_pending, ")"));
+          std::erase_if(sessions_, [&](const auto& w) { return w.lock() == oldest_pending; });
+        }
         if (sessions_.size() >= opts_.max_connections) {
           drop(s, detail::str("connection bound ", opts_.max_connections, " reached"));
         } else {
           sessions_.push_back(s);
-          read_header(s);
+          start(s);
         }
       }
       accept();
     });
   }
 
-  void arm(const std::shared_ptr<session>& s) {
-    s->timer.expires_after(opts_.idle_timeout);
-    s->timer.async_wait([this, s](boost::system::error_code ec) {
-      if (!ec && !stopping_) drop(s, detail::str("idle for ", opts_.idle_timeout.count(), " ms"));
+  // A pending connection has handshake_timeout from its accept to prove
+  // itself; a proven one idle_timeout for each request.
+  void arm(const std::shared_ptr<session>& s, std::chrono::milliseconds bound) {
+    s->timer.expires_after(bound);
+    s->timer.async_wait([this, s, bound](boost::system::error_code ec) {
+      if (!ec && !stopping_)
+        drop(s, detail::str(s->proven ? "idle for " : "not proven within ", bound.count(), " ms"));
     });
   }
 
+  void start(const std::shared_ptr<session>& s) {
+    arm(s, opts_.handshake_timeout);
+    if (!auth_) return read_header(s);
+    async_authenticate(s->sock, auth_, false, auth_wire::role::store, auth_wire::no_rank,
+                       [this, s](auth_result r) {
+                         if (stopping_ || s->closed) return;
+                         if (!r.ok()) return drop(s, r.why);
+                         s->proven = true;
+                         read_header(s);
+                       });
+  }
+
   void read_header(const std::shared_ptr<session>& s) {
-    arm(s);
+    if (s->proven) arm(s, opts_.idle_timeout);
     boost::asio::async_read(s->sock, boost::asio::buffer(s->header),
                             [this, s](boost::system::error_code ec, std::size_t) {
                               if (ec) {
@@ -321,6 +374,7 @@ class store_server {
     } else {
       st = store_protocol::status::not_found;
     }
+    s->proven = true;
     respond(s, st, false);
   }
 
@@ -346,6 +400,7 @@ class store_server {
   }
 
   store_server_options opts_;
+  std::shared_ptr<const peer_auth> auth_;
   boost::asio::io_context io_;
   detail::net_tcp::acceptor acceptor_;
   std::vector<std::weak_ptr<session>> sessions_;
@@ -358,34 +413,29 @@ class store_server {
 
 /// A blocking client of the store. Every call is bounded: connecting retries
 /// until `connect_timeout`, each request must finish within `op_timeout`.
+/// With a non-empty `secret` the client authenticates right after connecting
+/// (a cut-off attempt is retried until `connect_timeout`, a refused one throws).
+/// A connection that breaks under a request (the server evicted it while it
+/// was pending, say) is reconnected and the request, idempotent, sent again,
+/// until `connect_timeout` after construction; then peer_error.
 class store_client {
  public:
   store_client(const std::string& addr, std::uint16_t port,
-               std::chrono::milliseconds connect_timeout, std::chrono::milliseconds op_timeout)
-      : sock_(io_), addr_(addr), port_(port), op_timeout_(op_timeout) {
+               std::chrono::milliseconds connect_timeout, std::chrono::milliseconds op_timeout,
+               const std::string& secret = {})
+      : sock_(io_),
+        addr_(addr),
+        port_(port),
+        op_timeout_(op_timeout),
+        connect_timeout_(connect_timeout),
+        deadline_(detail::steady::now() + connect_timeout) {
+    if (!secret.empty()) auth_ = std::make_shared<const peer_auth>(secret);
     boost::system::error_code ec;
     const auto ip = boost::asio::ip::make_address_v4(addr, ec);
     if (ec) throw config_error(detail::str("store address \"", addr, "\" is not an IPv4 address"));
-    const detail::net_tcp::endpoint ep(ip, port);
-    const auto deadline = detail::steady::now() + connect_timeout;
-    boost::system::error_code last;
-    while (true) {
-      if (sock_.is_open()) sock_.close(ec);
-      auto r = detail::run_until(io_, sock_, deadline, [&](auto handler) {
-        sock_.async_connect(ep, [handler](boost::system::error_code e) mutable { handler(e, 0); });
-      });
-      if (r && !r->first) break;
-      if (r) last = r->first;
-      if (!r || detail::steady::now() + std::chrono::milliseconds(50) >= deadline)
-        throw timeout_error(detail::str("could not connect to the rendezvous store at ", addr, ":",
-                                        port, " within ", connect_timeout.count(),
-                                        " ms (GREENREDUCE_CONNECT_TIMEOUT_MS); last error: ",
-                                        last ? last.message() : std::string("none")));
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    sock_.set_option(detail::net_tcp::no_delay(true));
+    ep_ = detail::net_tcp::endpoint(ip, port);
+    connect();
   }
-
   void set(const std::string& key, std::string_view value) {
     check_key(key);
     if (value.size() > store_limits::max_value_bytes)
@@ -427,6 +477,51 @@ class store_client {
     throw peer_error(detail::str("rendezvous store at ", addr_, ":", port_, ": ", what));
   }
 
+  // Connects (retrying while nobody listens) and authenticates, until the
+  // deadline of the constructor's connect_timeout.
+  void connect() {
+    std::string last_error, auth_error;
+    boost::system::error_code ec;
+    while (true) {
+      if (sock_.is_open()) sock_.close(ec);
+      auto r = detail::run_until(io_, sock_, deadline_, [&](auto handler) {
+        sock_.async_connect(ep_, [handler](boost::system::error_code e) mutable { handler(e, 0); });
+      });
+      if (r) last_error = r->first ? r->first.message() : std::string();
+      if (r && !r->first) {
+        if (!auth_) break;
+        std::optional<auth_result> a;
+        auto ar = detail::run_until(io_, sock_, deadline_, [&](auto handler) {
+          async_authenticate(sock_, auth_, true, auth_wire::role::store, auth_wire::no_rank,
+                             [&a, handler](auth_result res) mutable {
+                               a = std::move(res);
+                               handler(boost::system::error_code(), 0);
+                             });
+        });
+        if (ar && a && a->ok()) break;
+        if (ar && a && a->how == auth_result::kind::refused) fail(a->why);
+        last_error = a ? a->why : std::string("authentication did not finish");
+        auth_error = last_error;
+      }
+      if (!r || detail::steady::now() + std::chrono::milliseconds(50) >= deadline_)
+        throw timeout_error(detail::str("could not connect to the rendezvous store at ", addr_, ":",
+                                        port_, " within ", connect_timeout_.count(),
+                                        " ms (GREENREDUCE_CONNECT_TIMEOUT_MS); last error: ",
+                                        last_error.empty() ? std::string("none") : last_error,
+                                        auth_error.empty() || auth_error == last_error
+                                            ? std::string()
+                                            : "; an earlier attempt failed in " + auth_error));
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    sock_.set_option(detail::net_tcp::no_delay(true), ec);
+  }
+
+  // The connection broke under a request (EOF, reset): the server may have
+  // evicted it as pending. Requests are idempotent, so reconnect and retry.
+  struct broken {
+    std::string what;
+  };
+
   template <class Buffers>
   void io_op(bool write, const Buffers& bufs, const char* what) {
     const auto deadline = detail::steady::now() + op_timeout_;
@@ -439,11 +534,24 @@ class store_client {
     if (!r)
       throw timeout_error(detail::str("rendezvous store at ", addr_, ":", port_, ": ", what,
                                       " did not complete within ", op_timeout_.count(), " ms"));
-    if (r->first) fail(detail::str(what, ": ", r->first.message()));
+    if (r->first) throw broken{detail::str(what, ": ", r->first.message())};
   }
 
   std::optional<std::string> request(store_protocol::op kind, const std::string& key,
                                      std::string_view value) {
+    while (true) {
+      try {
+        return request_once(kind, key, value);
+      } catch (const broken& b) {
+        if (detail::steady::now() + std::chrono::milliseconds(50) >= deadline_) fail(b.what);
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        connect();
+      }
+    }
+  }
+
+  std::optional<std::string> request_once(store_protocol::op kind, const std::string& key,
+                                          std::string_view value) {
     const auto header = store_protocol::encode_request(
         {kind, static_cast<std::uint16_t>(key.size()), static_cast<std::uint32_t>(value.size())});
     const std::array<boost::asio::const_buffer, 3> out{
@@ -472,6 +580,10 @@ class store_client {
   std::string addr_;
   std::uint16_t port_;
   std::chrono::milliseconds op_timeout_;
+  std::chrono::milliseconds connect_timeout_;
+  detail::steady::time_point deadline_;  // of connecting and reconnecting
+  detail::net_tcp::endpoint ep_;
+  std::shared_ptr<const peer_auth> auth_;
 };
 
 }  // namespace greenreduce::transport

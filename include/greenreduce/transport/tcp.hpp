@@ -16,6 +16,13 @@
 // Afterwards messages are framed (tcp/wire.hpp) and moved by one io thread
 // per transport (tcp/engine.hpp): full duplex, FIFO per ordered pair.
 //
+// Security (docs/transport.md): every socket binds the one address chosen
+// for this rank (never 0.0.0.0). With a secret (tcp_options::secret) every
+// connection, store and mesh, first passes the HMAC-SHA256 challenge-response
+// of auth.hpp; a peer without the secret is dropped before any frame of it is
+// parsed and the job goes on. Set-up is bounded per connection
+// (handshake_timeout) and in pending connections (max_pending_connections).
+//
 // Failure semantics (Gloo's): a peer that dies or closes without a goodbye,
 // or breaks the protocol, is a peer_error; an operation that does not finish
 // within `timeout` is a timeout_error naming rank, peer, operation and bound.
@@ -44,6 +51,7 @@
 
 #include "greenreduce/core/env.hpp"
 #include "greenreduce/core/error.hpp"
+#include "greenreduce/transport/auth.hpp"
 #include "greenreduce/transport/concept.hpp"
 #include "greenreduce/transport/rendezvous.hpp"
 #include "greenreduce/transport/store.hpp"
@@ -67,6 +75,8 @@ struct tcp_options {
   std::size_t max_pending_connections = 32;          ///< accepted but not yet said hello
   std::function<void(const std::string&)> log;       ///< dropped connections; null: stderr
   bool isolate_peer_failures = false;                ///< an error fails one peer, not the transport
+  std::string secret;  ///< non-empty: authenticate every connection with it (auth.hpp)
+  std::chrono::milliseconds handshake_timeout{10000};  ///< per connection: auth + hello
 
   /// The launcher's world (rendezvous.hpp) plus
   ///   GREENREDUCE_TIMEOUT_MS          per-operation bound, default 30000
@@ -74,6 +84,8 @@ struct tcp_options {
   ///   GREENREDUCE_SOCKET_IFNAME       interface to listen on
   ///   GREENREDUCE_SOCKET_ADDR         IPv4 address to listen on (wins over IFNAME)
   ///   GREENREDUCE_SOCKET_BUFFER       socket buffer bytes, default 0 (autotuning)
+  ///   GREENREDUCE_SECRET / GREENREDUCE_SECRET_FILE   the job's secret (auth.hpp)
+  ///   GREENREDUCE_HANDSHAKE_TIMEOUT_MS  per-connection set-up bound, default 10000
   static tcp_options from_env(const env_source& env = env_source::process()) {
     const world_info w = world_from_env(env);
     tcp_options o;
@@ -96,6 +108,9 @@ struct tcp_options {
     }
     o.socket_buffer_bytes = static_cast<std::size_t>(
         env_bytes(env, "GREENREDUCE_SOCKET_BUFFER", 0, std::uint64_t{1} << 30));
+    o.secret = secret_from_env(env);
+    o.handshake_timeout = std::chrono::milliseconds(
+        env_int(env, "GREENREDUCE_HANDSHAKE_TIMEOUT_MS", 10000, 1, 24LL * 3600 * 1000));
     return o;
   }
 };
@@ -133,8 +148,11 @@ class tcp {
     if (o.size < 1 || o.rank < 0 || o.rank >= o.size)
       throw config_error(detail::str("tcp_options: rank ", o.rank, " and size ", o.size,
                                      " (expected 0 <= rank < size)"));
-    if (o.timeout.count() <= 0 || o.connect_timeout.count() <= 0)
+    if (o.timeout.count() <= 0 || o.connect_timeout.count() <= 0 ||
+        o.handshake_timeout.count() <= 0)
       throw config_error("tcp_options: timeouts must be positive");
+    std::shared_ptr<const peer_auth> auth;
+    if (!o.secret.empty()) auth = std::make_shared<const peer_auth>(o.secret);
     if (o.size == 1) return;  // nobody to talk to
     if (o.master_addr.empty() || o.master_port == 0)
       throw config_error(detail::str("tcp_options: rank ", o.rank, " of ", o.size,
@@ -151,9 +169,10 @@ class tcp {
     eo.timeout = o.timeout;
     eo.socket_buffer_bytes = o.socket_buffer_bytes;
     eo.max_pending_connections = std::max<std::size_t>(1, o.max_pending_connections);
-    eo.hello_timeout = std::min(o.connect_timeout, std::chrono::milliseconds(10000));
+    eo.hello_timeout = std::min(o.connect_timeout, o.handshake_timeout);
     eo.log = o.log;
     eo.isolate_peer_failures = o.isolate_peer_failures;
+    eo.auth = auth;
     engine_ = std::make_unique<detail::tcp_engine>(std::move(eo));
     listen_ = engine_->listen(ip);
 
@@ -161,14 +180,17 @@ class tcp {
     if (o.rank == 0) {
       store_server_options so;
       so.max_connections = 2 * static_cast<std::size_t>(o.size) + 16;
+      so.max_pending = std::max<std::size_t>(1, o.max_pending_connections);
       so.idle_timeout = o.connect_timeout;
+      so.handshake_timeout = std::min(o.connect_timeout, o.handshake_timeout);
       so.log = o.log;
+      so.secret = o.secret;
       server.emplace(master, o.master_port, std::move(so));
     }
     std::vector<detail::net_tcp::endpoint> peers(static_cast<std::size_t>(o.size));
     std::uint64_t token = 0;
     {
-      store_client store(master, o.master_port, o.connect_timeout, o.timeout);
+      store_client store(master, o.master_port, o.connect_timeout, o.timeout, o.secret);
       if (o.rank == 0) {
         std::random_device rd;
         token = (std::uint64_t{rd()} << 32) ^ rd();

@@ -16,6 +16,13 @@
 //    operation is cancelled on the io thread before the error reaches the
 //    caller, so no caller buffer is touched after wait() throws. Sockets stay
 //    open until destruction (peers see the failure as EOF only then).
+//  - Connection set-up is bounded: an accepted connection must authenticate
+//    (with a secret) and say hello within hello_timeout or it is closed; at
+//    most max_pending_connections accepted ones wait at a time, and a new one
+//    evicts the oldest, so neither a flood nor a slow trickle of strangers can
+//    hold the listening port. A dialled connection that is cut before its
+//    hello (the acceptor evicted it, was not listening yet, or timed out) is
+//    dialled again until the set-up deadline; a wrong answer is fatal.
 //  - Counters add what each read and write moved, frame headers included (a
 //    received header is counted when its message is delivered, so counters
 //    are exact when wait() returns); hello and goodbye frames (set-up and
@@ -47,6 +54,7 @@
 #include <vector>
 
 #include "greenreduce/core/error.hpp"
+#include "greenreduce/transport/auth.hpp"
 #include "greenreduce/transport/store.hpp"
 #include "greenreduce/transport/tcp/wire.hpp"
 
@@ -73,6 +81,7 @@ struct tcp_engine_options {
   std::chrono::milliseconds hello_timeout{10000};
   std::function<void(const std::string&)> log;
   bool isolate_peer_failures = false;
+  std::shared_ptr<const peer_auth> auth;  ///< null: no authentication
 };
 
 class tcp_engine {
@@ -84,6 +93,7 @@ class tcp_engine {
     conns_.resize(static_cast<std::size_t>(o_.size));
     connected_.assign(static_cast<std::size_t>(o_.size), false);
     peer_failed_.assign(static_cast<std::size_t>(o_.size), false);
+    last_dial_error_.resize(static_cast<std::size_t>(o_.size));
   }
   tcp_engine(const tcp_engine&) = delete;
   tcp_engine& operator=(const tcp_engine&) = delete;
@@ -113,7 +123,9 @@ class tcp_engine {
     acceptor_.bind(ep, ec);
     if (ec)
       throw config_error(str("rank ", o_.rank, ": cannot listen on ", ip, ": ", ec.message()));
-    acceptor_.listen(static_cast<int>(o_.max_pending_connections));
+    // Pending connections are bounded above the kernel (eviction, see the
+    // header comment); a short backlog would only delay ranks behind strangers.
+    acceptor_.listen(net::socket_base::max_listen_connections);
     thread_ = std::thread([this] { io_.run(); });
     return str(ip, ":", acceptor_.local_endpoint().port());
   }
@@ -138,8 +150,11 @@ class tcp_engine {
     if (done) return;
     std::string missing;
     for (int j = 0; j < o_.size; ++j)
-      if (j != o_.rank && !connected_[static_cast<std::size_t>(j)])
+      if (j != o_.rank && !connected_[static_cast<std::size_t>(j)]) {
         missing += (missing.empty() ? "" : ", ") + std::to_string(j);
+        if (const auto& e = last_dial_error_[static_cast<std::size_t>(j)]; !e.empty())
+          missing += " (last attempt: " + e + ")";
+      }
     fail_and_throw(
         lk, failure::timeout,
         str("rank ", o_.rank, ": connection setup did not complete within ", bound.count(),
@@ -283,6 +298,8 @@ class tcp_engine {
     net::steady_timer timer;
     int expect = -1;  // dialled rank; -1 when accepted
     bool timed_out = false;
+    bool finished = false;  // dropped or installed: later handlers do nothing
+    std::uint32_t auth_rank = auth_wire::no_rank;
     std::array<std::byte, tcp_wire::hello_bytes> in{}, out{};
     std::string from;
   };
@@ -529,6 +546,8 @@ class tcp_engine {
   void forget(const std::shared_ptr<handshake>& h) { std::erase(handshakes_, h); }
 
   void drop(const std::shared_ptr<handshake>& h, const std::string& why) {
+    if (h->finished) return;
+    h->finished = true;
     ++dropped_;
     log(str("rank ", o_.rank, ": dropped connection from ", h->from, ": ", why));
     close(*h);
@@ -547,34 +566,59 @@ class tcp_engine {
       const auto ep = h->sock.remote_endpoint(pec);
       h->from = pec ? std::string("?") : str(ep);
       std::size_t pending = 0;
-      for (auto& x : handshakes_) pending += x->expect < 0 ? 1 : 0;
-      if (pending >= o_.max_pending_connections) {
-        ++dropped_;
-        log(str("rank ", o_.rank, ": dropped connection from ", h->from, ": ", pending,
-                " connections already wait for their hello"));
-        close(*h);
+      std::shared_ptr<handshake> oldest;
+      for (auto& x : handshakes_)
+        if (x->expect < 0) {
+          ++pending;
+          if (!oldest) oldest = x;
+        }
+      if (pending >= o_.max_pending_connections && oldest)
+        drop(oldest, str("evicted: ", pending, " accepted connections already wait for their ",
+                         o_.auth ? "authentication" : "hello", " (bound ",
+                         o_.max_pending_connections, ")"));
+      handshakes_.push_back(h);
+      arm_handshake_timer(h);
+      if (o_.auth) {
+        async_authenticate(h->sock, o_.auth, false, auth_wire::role::mesh,
+                           static_cast<std::uint32_t>(o_.rank), [this, h](auth_result r) {
+                             if (failure_io_ || stopping_ || h->finished) return;
+                             if (!r.ok()) return drop(h, h->timed_out ? timed_out_text() : r.why);
+                             h->auth_rank = r.peer_rank;
+                             read_hello(h);
+                           });
       } else {
-        handshakes_.push_back(h);
-        h->timer.expires_after(o_.hello_timeout);
-        h->timer.async_wait([this, h](boost::system::error_code tec) {
-          if (tec) return;
-          h->timed_out = true;
-          boost::system::error_code ignored;
-          h->sock.close(ignored);
-        });
-        net::async_read(
-            h->sock, net::buffer(h->in),
-            [this, h](boost::system::error_code rec, std::size_t) { on_hello_in(h, rec); });
+        read_hello(h);
       }
       accept();
     });
   }
 
+  // A handshake that is not finished by hello_timeout is closed, which ends
+  // whichever read or write it waits on.
+  void arm_handshake_timer(const std::shared_ptr<handshake>& h) {
+    h->timer.expires_after(o_.hello_timeout);
+    h->timer.async_wait([h](boost::system::error_code tec) {
+      if (tec || h->finished) return;
+      h->timed_out = true;
+      boost::system::error_code ignored;
+      h->sock.close(ignored);
+    });
+  }
+
+  std::string timed_out_text() const {
+    return str("no ", o_.auth ? "authentication and " : "", "hello within ",
+               o_.hello_timeout.count(), " ms");
+  }
+
+  void read_hello(const std::shared_ptr<handshake>& h) {
+    net::async_read(h->sock, net::buffer(h->in),
+                    [this, h](boost::system::error_code rec, std::size_t) { on_hello_in(h, rec); });
+  }
+
   void on_hello_in(const std::shared_ptr<handshake>& h, const boost::system::error_code& ec) {
-    if (failure_io_ || stopping_) return;
+    if (failure_io_ || stopping_ || h->finished) return;
     if (ec)
-      return drop(h, h->timed_out ? str("no hello within ", o_.hello_timeout.count(), " ms")
-                                  : "closed before hello: " + ec.message());
+      return drop(h, h->timed_out ? timed_out_text() : "closed before hello: " + ec.message());
     tcp_wire::hello in;
     try {
       in = tcp_wire::parse_hello(h->in, static_cast<std::uint32_t>(o_.size), token_);
@@ -582,6 +626,9 @@ class tcp_engine {
       return drop(h, e.what());
     }
     const int peer = static_cast<int>(in.rank);
+    if (o_.auth && in.rank != h->auth_rank)
+      return drop(h,
+                  str("hello from rank ", in.rank, " after authenticating as rank ", h->auth_rank));
     if (peer <= o_.rank || conns_[static_cast<std::size_t>(peer)])
       return drop(h, str("hello from rank ", peer, ", which ",
                          peer <= o_.rank ? "this rank dials instead" : "is already connected"));
@@ -589,7 +636,7 @@ class tcp_engine {
         {static_cast<std::uint32_t>(o_.rank), static_cast<std::uint32_t>(o_.size), token_});
     net::async_write(h->sock, net::buffer(h->out),
                      [this, h, peer](boost::system::error_code wec, std::size_t) {
-                       if (failure_io_ || stopping_) return;
+                       if (failure_io_ || stopping_ || h->finished) return;
                        if (wec) return drop(h, "closed before our hello: " + wec.message());
                        if (conns_[static_cast<std::size_t>(peer)])
                          return drop(h, str("rank ", peer, " connected twice"));
@@ -603,39 +650,65 @@ class tcp_engine {
     h->from = str(ep);
     handshakes_.push_back(h);
     h->sock.async_connect(ep, [this, h, ep](boost::system::error_code ec) {
-      if (failure_io_ || stopping_) return;
-      if (ec) {  // not listening yet or a transient error: retry until the deadline
-        boost::system::error_code ignored;
-        h->sock.close(ignored);
-        h->timer.expires_after(std::chrono::milliseconds(50));
-        h->timer.async_wait([this, h, ep](boost::system::error_code tec) {
-          if (tec || failure_io_ || stopping_) return;
-          forget(h);
-          dial(h->expect, ep);
+      if (failure_io_ || stopping_ || h->finished) return;
+      if (ec) return redial(h, ep, "connect: " + ec.message());  // not listening yet
+      arm_handshake_timer(h);
+      if (!o_.auth) return send_hello(h, ep);
+      async_authenticate(h->sock, o_.auth, true, auth_wire::role::mesh,
+                         static_cast<std::uint32_t>(o_.rank), [this, h, ep](auth_result r) {
+                           if (failure_io_ || stopping_ || h->finished) return;
+                           if (r.how == auth_result::kind::refused) return dial_failed(h, r.why);
+                           if (!r.ok())
+                             return redial(h, ep, h->timed_out ? timed_out_text() : r.why);
+                           if (r.peer_rank != static_cast<std::uint32_t>(h->expect))
+                             return dial_failed(h, str("it authenticated as rank ", r.peer_rank));
+                           send_hello(h, ep);
+                         });
+    });
+  }
+
+  void send_hello(const std::shared_ptr<handshake>& h, net_tcp::endpoint ep) {
+    h->out = tcp_wire::encode_hello(
+        {static_cast<std::uint32_t>(o_.rank), static_cast<std::uint32_t>(o_.size), token_});
+    net::async_write(
+        h->sock, net::buffer(h->out), [this, h, ep](boost::system::error_code wec, std::size_t) {
+          if (failure_io_ || stopping_ || h->finished) return;
+          if (wec) return redial(h, ep, "sending hello: " + wec.message());
+          net::async_read(
+              h->sock, net::buffer(h->in),
+              [this, h, ep](boost::system::error_code rec, std::size_t) {
+                if (failure_io_ || stopping_ || h->finished) return;
+                if (rec)
+                  return redial(
+                      h, ep, h->timed_out ? timed_out_text() : "reading hello: " + rec.message());
+                try {
+                  const auto in =
+                      tcp_wire::parse_hello(h->in, static_cast<std::uint32_t>(o_.size), token_);
+                  if (static_cast<int>(in.rank) != h->expect)
+                    return dial_failed(h, str("it says it is rank ", in.rank));
+                } catch (const decode_error& e) {
+                  return dial_failed(h, e.what());
+                }
+                install(h, h->expect);
+              });
         });
-        return;
-      }
-      h->out = tcp_wire::encode_hello(
-          {static_cast<std::uint32_t>(o_.rank), static_cast<std::uint32_t>(o_.size), token_});
-      net::async_write(
-          h->sock, net::buffer(h->out), [this, h](boost::system::error_code wec, std::size_t) {
-            if (failure_io_ || stopping_) return;
-            if (wec) return dial_failed(h, "sending hello: " + wec.message());
-            net::async_read(
-                h->sock, net::buffer(h->in), [this, h](boost::system::error_code rec, std::size_t) {
-                  if (failure_io_ || stopping_) return;
-                  if (rec) return dial_failed(h, "reading hello: " + rec.message());
-                  try {
-                    const auto in =
-                        tcp_wire::parse_hello(h->in, static_cast<std::uint32_t>(o_.size), token_);
-                    if (static_cast<int>(in.rank) != h->expect)
-                      return dial_failed(h, str("it says it is rank ", in.rank));
-                  } catch (const decode_error& e) {
-                    return dial_failed(h, e.what());
-                  }
-                  install(h, h->expect);
-                });
-          });
+  }
+
+  // The connection was cut before its hello (not listening yet, evicted by a
+  // full pending queue, timed out): try again in 50 ms, until the deadline.
+  void redial(const std::shared_ptr<handshake>& h, net_tcp::endpoint ep, const std::string& why) {
+    h->finished = true;
+    {
+      std::lock_guard g(mu_);
+      last_dial_error_[static_cast<std::size_t>(h->expect)] = why;
+    }
+    boost::system::error_code ignored;
+    h->sock.close(ignored);
+    h->timer.expires_after(std::chrono::milliseconds(50));
+    h->timer.async_wait([this, h, ep](boost::system::error_code tec) {
+      if (tec || failure_io_ || stopping_) return;
+      forget(h);
+      dial(h->expect, ep);
     });
   }
 
@@ -645,6 +718,7 @@ class tcp_engine {
   }
 
   void install(const std::shared_ptr<handshake>& h, int peer) {
+    h->finished = true;
     h->timer.cancel();
     auto c = std::make_shared<conn>(io_);
     c->peer = peer;
@@ -730,6 +804,7 @@ class tcp_engine {
   bool reported_ = false;
   bool fenced_ = false;
   std::vector<bool> connected_;
+  std::vector<std::string> last_dial_error_;
   int connected_count_ = 0;
   int byes_pending_ = 0;
   // any thread
