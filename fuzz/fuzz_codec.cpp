@@ -13,7 +13,7 @@
 #include "greenreduce/codec/registry.hpp"
 
 namespace {
-constexpr std::array<std::string_view, 14> specs = {"none",
+constexpr std::array<std::string_view, 18> specs = {"none",
                                                     "fp16",
                                                     "bf16",
                                                     "int8",
@@ -26,7 +26,11 @@ constexpr std::array<std::string_view, 14> specs = {"none",
                                                     "topk:k=3",
                                                     "randomk",
                                                     "sign",
-                                                    "sign:bucket=32"};
+                                                    "sign:bucket=32",
+                                                    "fp8",
+                                                    "fp8:e5m2:bucket=64",
+                                                    "qsgd",
+                                                    "qsgd:levels=1:bucket=8"};
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

@@ -83,7 +83,11 @@ int main(int argc, char** argv) {
                                           "topk:k=3",
                                           "randomk",
                                           "sign",
-                                          "sign:bucket=32"};
+                                          "sign:bucket=32",
+                                          "fp8",
+                                          "fp8:e5m2:bucket=64",
+                                          "qsgd",
+                                          "qsgd:levels=1:bucket=8"};
   int k = 0;
   for (std::size_t c = 0; c < specs.size(); ++c)  // fuzz_codec: spec byte, n (u16), frame
     for (std::size_t n : {0, 1, 7, 300})
