@@ -78,7 +78,7 @@ struct config {
   bool check = false;
   bool json = false;
   std::uint64_t seed = 1;
-  std::size_t segment_bytes = 512 * 1024;
+  std::size_t segment_bytes = 4 << 20;
   gr::collective::reduce_op op = gr::collective::reduce_op::sum;
   bool error_feedback = false;
   std::string energy_profile;  // empty: from the environment

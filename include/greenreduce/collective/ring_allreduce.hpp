@@ -102,7 +102,7 @@ constexpr std::string_view to_string(algorithm a) noexcept {
 }
 
 struct ring_options {
-  std::size_t segment_bytes = 512 * 1024;  ///< fp32 bytes per pipelined segment (>= 4)
+  std::size_t segment_bytes = 4 << 20;  ///< fp32 bytes per pipelined segment (>= 4)
   bool error_feedback = false;             ///< residual on the owned chunk's allgather encode
   bool keep_input = true;                  ///< copy the input so that an error leaves it unchanged
   std::uint64_t seed = 0;                  ///< seed of the codec rng (stream = rank)
