@@ -21,6 +21,9 @@
 //   fp16      2^-11 M + 2^-25       round to nearest, subnormal spacing
 //   bf16      2^-8 M                round to nearest
 //   int8      M / 127               one step of the bucket scale (stochastic)
+//   fp8       2^-4 M (E4M3), 2^-3 M (E5M2), +1%: half a step of 3 or 2
+//             mantissa bits (the subnormal step of the scaled value is below it)
+//   qsgd      sqrt(bucket) M / s, +1%: one level of the bucket's norm
 //   others    2 M                   quantizers to a few levels or sparsifiers:
 //                                   a dropped or sign-only value errs by <= 2M
 #pragma once
@@ -59,6 +62,10 @@ double per_encode_error(const Codec& c, double m) {
   if (name == "fp16") return std::ldexp(m, -11) + std::ldexp(1.0, -25);
   if (name == "bf16") return std::ldexp(m, -8);
   if (name.starts_with("int8")) return m / 127;
+  if (name == "fp8_e4m3") return std::ldexp(m, -4) * 1.01;
+  if (name == "fp8_e5m2") return std::ldexp(m, -3) * 1.01;
+  if constexpr (std::is_same_v<Codec, codec::qsgd>)
+    return std::sqrt(static_cast<double>(c.bucket())) * m / c.levels() * 1.01;
   return 2 * m;
 }
 

@@ -14,8 +14,9 @@
 // Energy: every report is annotated by energy::model (profile from
 // --energy-profile NAME, else GREENREDUCE_ENERGY_PROFILE and the
 // GREENREDUCE_ENERGY_* overrides; default datacenter_ethernet). `joules` is
-// the estimate summed over all ranks for one operation (for --algo ps: over
-// the workers, from their wire bytes and time) and `J/GB` divides it
+// the estimate summed over all ranks for one operation (for --algo ps: the
+// workers' push and pull reports plus the servers' own work, bench/ps_bench.hpp)
+// and `J/GB` divides it
 // by the operation's size in GB (1e9 bytes of fp32 gradient reduced), so codecs
 // compare by the energy each GB of gradient costs. Both are model estimates.
 //
@@ -24,6 +25,14 @@
 // --algo ps --servers S --mode sync|async|ssp:K runs the parameter server
 // instead (bench/ps_bench.hpp): ranks [0, S) serve, the rest push and pull.
 // Argument errors print a message and exit with status 2.
+//
+// --transport nccl (built only when CUDA and NCCL are found): one process
+// drives all local GPUs (ncclCommInitAll) and runs the device ring of
+// cuda/ring_allreduce.cuh with the dense codecs, plus the uncompressed
+// ncclAllReduce baseline for codec none (bench/nccl_bench.cu). Same columns;
+// --np is the number of GPUs (default all); the energy profile defaults to
+// nvlink, and joules are NVML measurements when the GPUs' counters allow.
+// Without a GPU it exits with status 1 and says so.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -46,6 +55,13 @@
 #include "greenreduce/transport/inproc.hpp"
 #include "launch.hpp"
 #include "ps_bench.hpp"
+
+#ifndef GREENREDUCE_BENCH_NCCL
+#define GREENREDUCE_BENCH_NCCL 0
+#endif
+#if GREENREDUCE_BENCH_NCCL
+#include "nccl_bench.hpp"
+#endif
 
 namespace gr = greenreduce;
 
@@ -75,7 +91,7 @@ struct config {
 [[noreturn]] void usage_error(const std::string& msg) {
   std::fprintf(stderr,
                "greenreduce-bench: %s\n"
-               "usage: greenreduce-bench [--np N] [--transport inproc|tcp] [--codec LIST]\n"
+               "usage: greenreduce-bench [--np N] [--transport inproc|tcp|nccl] [--codec LIST]\n"
                "       [--bytes B | --min-bytes B --max-bytes B --factor F] [--iters N]\n"
                "       [--warmup N] [--check] [--json] [--seed S] [--segment-bytes B]\n"
                "       [--op sum|average] [--error-feedback] [--energy-profile NAME]\n"
@@ -109,8 +125,8 @@ config parse(int argc, char** argv) {
       c.np = static_cast<int>(int_arg(a, value(), 1, 1024));
     else if (a == "--transport") {
       c.transport = value();
-      if (c.transport != "inproc" && c.transport != "tcp")
-        usage_error("--transport must be inproc or tcp, got \"" + c.transport + "\"");
+      if (c.transport != "inproc" && c.transport != "tcp" && c.transport != "nccl")
+        usage_error("--transport must be inproc, tcp or nccl, got \"" + c.transport + "\"");
     } else if (a == "--codec")
       codecs = value();
     else if (a == "--bytes")
@@ -177,7 +193,9 @@ config parse(int argc, char** argv) {
   for (auto& s : c.sizes) s = s / 4 * 4;  // whole floats
   if (c.segment_bytes < 4) usage_error("--segment-bytes must be >= 4");
   const auto process = gr::env_source::process();
-  const std::string profile = c.energy_profile;
+  std::string profile = c.energy_profile;
+  if (profile.empty() && c.transport == "nccl" && !process.get("GREENREDUCE_ENERGY_PROFILE"))
+    profile = "nvlink";  // GPUs in one node: the NVLink profile unless told otherwise
   c.energy = gr::energy::model::from_env(gr::env_source(
       [process, profile](const std::string& name) -> std::optional<std::string> {
         if (!profile.empty() && name == "GREENREDUCE_ENERGY_PROFILE") return profile;
@@ -215,6 +233,7 @@ struct row {
   std::int64_t wrong;      // -1: not checked
   double joules = 0;       // estimate, all ranks (ps: all workers), one operation
   double bus_factor = -1;  // busbw / algbw; < 0: the ring's 2(np-1)/np
+  std::string method = "model";  // or "nvml": how joules were obtained
 };
 
 void print_row(const config& c, const row& r) {
@@ -229,14 +248,14 @@ void print_row(const config& c, const row& r) {
         "{\"size\":%llu,\"count\":%llu,\"codec\":\"%s\",\"algo\":\"%s\",\"np\":%d,"
         "\"time_us\":%.3f,\"algbw_GBps\":%.6f,\"busbw_GBps\":%.6f,\"wire_bytes\":%llu,"
         "\"raw_bytes\":%llu,\"ratio\":%.4f,\"wrong\":%lld,\"transport\":\"%s\",\"op\":\"%s\","
-        "\"joules\":%.6g,\"j_per_gb\":%.6g,\"energy_method\":\"model\"}\n",
+        "\"joules\":%.6g,\"j_per_gb\":%.6g,\"energy_method\":\"%s\"}\n",
         static_cast<unsigned long long>(r.size), static_cast<unsigned long long>(r.count),
         r.codec.c_str(), r.algo.c_str(), r.np, r.time_us, algbw, busbw,
         static_cast<unsigned long long>(r.wire), static_cast<unsigned long long>(r.raw), ratio,
         static_cast<long long>(r.wrong), c.transport.c_str(),
         c.algo == "ps" ? c.mode.to_string().c_str()
                        : std::string(gr::collective::to_string(c.op)).c_str(),
-        r.joules, j_per_gb);
+        r.joules, j_per_gb, r.method.c_str());
   } else {
     const std::string wrong = r.wrong < 0 ? "N/A" : std::to_string(r.wrong);
     std::printf("%12llu %12llu %20s %17s %4d %11.1f %11.3f %11.3f %14llu %8.2f %10.4g %10.4g %8s\n",
@@ -263,14 +282,16 @@ void ps_main(Transport& t, const config& c) {
   pc.check = c.check;
   pc.error_feedback = c.error_feedback;
   pc.seed = c.seed;
+  pc.energy = c.energy;
   if (t.rank() == 0) print_header(c);
   for (std::uint64_t size : c.sizes) {
     const std::size_t n = size / 4;
     for (std::size_t k = 0; k < c.codecs.size(); ++k) {
       std::visit(
           [&](const auto& codec) {
-            const auto figs = gr::bench::ps_run_one(t, pc, n, codec);
+            const auto res = gr::bench::ps_run_one(t, pc, n, codec);
             if (t.rank() != 0) return;
+            const auto& figs = res.workers;
             double seconds = 0;
             std::int64_t wrong = -1;
             for (const auto& f : figs) {
@@ -281,13 +302,9 @@ void ps_main(Transport& t, const config& c) {
             const auto& f0 = figs.front();
             row r{size, n, c.codec_specs[k], "ps", p, time_us, f0.wire, f0.raw, f0.sent, wrong};
             r.bus_factor = 2;
-            for (const auto& f : figs) {  // the workers' wire and time per operation
-              gr::report w;
-              w.bytes_sent = f.sent;
-              w.bytes_received = f.wire - f.sent;
-              w.seconds = f.seconds / c.iters;
-              r.joules += c.energy.estimate(w).total_j();
-            }
+            // The workers' push+pull estimates and the servers' share, per operation.
+            r.joules = res.server_joules;
+            for (const auto& f : figs) r.joules += f.joules / c.iters;
             print_row(c, r);
           },
           c.codecs[k]);
@@ -314,7 +331,7 @@ void rank_main(Transport& t, const config& c) {
             opts.segment_bytes = c.segment_bytes;
             opts.seed = c.seed;
             opts.error_feedback = c.error_feedback;
-            opts.annotate = [&c](gr::report& rp) { c.energy.annotate(rp); };
+            opts.energy = c.energy;
             gr::collective::ring_allreduce<C, Transport> ring(t, n, codec, opts);
             for (int i = 0; i < c.warmup; ++i) {
               work = input;
@@ -382,6 +399,39 @@ int run_inproc(const config& c) {
   return rc;
 }
 
+int run_nccl(const config& c) {
+#if GREENREDUCE_BENCH_NCCL
+  if (c.algo != "ring") throw gr::config_error("--transport nccl runs --algo ring only");
+  gr::bench::nccl_bench_config nc;
+  nc.sizes = c.sizes;
+  nc.codec_specs = c.codec_specs;
+  nc.iters = c.iters;
+  nc.warmup = c.warmup;
+  nc.check = c.check;
+  nc.average = c.op == gr::collective::reduce_op::average;
+  nc.seed = c.seed;
+  nc.devices = c.np;
+  nc.energy = c.energy;
+  bool started = false;  // the header waits for the first row: no GPU, no table
+  gr::bench::run_nccl_bench(nc, [&](const gr::bench::nccl_bench_row& n) {
+    if (!started) print_header(c);
+    started = true;
+    row r{n.size, n.count, n.codec, n.algo, n.np, n.time_us, n.wire, n.raw, n.sent, n.wrong,
+          n.joules};
+    r.method = n.method;
+    print_row(c, r);
+  });
+  return 0;
+#else
+  (void)c;
+  std::fprintf(stderr,
+               "greenreduce-bench: --transport nccl is not available: this binary was built "
+               "without CUDA and NCCL (configure with GREENREDUCE_WITH_CUDA=ON where nvcc and "
+               "NCCL are installed)\n");
+  return 1;
+#endif
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -392,6 +442,7 @@ int main(int argc, char** argv) {
     usage_error(e.what());
   }
   try {
+    if (c.transport == "nccl") return run_nccl(c);
     if (c.transport == "inproc") return run_inproc(c);
     return gr::bench::run_tcp(
         argc, argv, c.np, [&](auto& t) { rank_main(t, c); }, c.algo == "ps");

@@ -10,7 +10,14 @@ GR_PACKAGES=(
   libboost-dev libxsimd-dev xtl-dev catch2 libbenchmark-dev
   zlib1g-dev libeigen3-dev dataset-fashion-mnist
   iproute2 libgloo-dev gnuplot-nox
+  libopenmpi-dev openmpi-bin
 )
+
+# CUDA, when nvcc is found (it is not a Debian package of GR_PACKAGES: the
+# toolkit and NCCL come from NVIDIA): compile for one architecture only, to
+# keep build time down where the code is built but not run (no GPU). Override
+# with GREENREDUCE_CUDA_ARCHITECTURES="80;90" for a machine that runs it.
+GR_CUDA_ARGS=(-DCMAKE_CUDA_ARCHITECTURES="${GREENREDUCE_CUDA_ARCHITECTURES:-90}")
 
 gr_log() { printf '[greenreduce] %s\n' "$*" >&2; }
 

@@ -7,7 +7,8 @@ cd "$GR_ROOT"
 
 gr_ensure_packages
 gr_configure build -DCMAKE_BUILD_TYPE=Release \
-  -DGREENREDUCE_BUILD_TESTS=ON -DGREENREDUCE_BUILD_BENCH=ON -DGREENREDUCE_BUILD_EXAMPLES=ON
+  -DGREENREDUCE_BUILD_TESTS=ON -DGREENREDUCE_BUILD_BENCH=ON -DGREENREDUCE_BUILD_EXAMPLES=ON \
+  "${GR_CUDA_ARGS[@]}"
 gr_build build
 cd build
 ctest --output-on-failure --parallel "$(nproc)" "$@"

@@ -2,15 +2,18 @@
 // BM_stream_read / BM_stream_axpy of the same run):
 //   BM_encode_<codec>/<n>:      codec.encode(x, frame, rng) of n floats
 //   BM_decode_add_<codec>/<n>:  codec.decode_add(frame, acc) of n floats
-// for none, fp16, bf16, int8 (nearest, buckets of 512) and int8_stochastic.
+// for none, fp16, bf16, int8 (nearest, buckets of 512), int8_stochastic,
+// fp8_e4m3 and fp8_e5m2 (buckets of 512) and qsgd (7 levels, 4-bit codes, buckets of 512).
 #include <benchmark/benchmark.h>
 
 #include <string>
 
 #include "greenreduce/codec/bf16.hpp"
 #include "greenreduce/codec/fp16.hpp"
+#include "greenreduce/codec/fp8.hpp"
 #include "greenreduce/codec/int8.hpp"
 #include "greenreduce/codec/none.hpp"
+#include "greenreduce/codec/qsgd.hpp"
 #include "greenreduce/core/buffer.hpp"
 #include "sizes.hpp"
 
@@ -73,6 +76,9 @@ const bool registered = [] {
   register_codec("bf16", gr::codec::bf16{});
   register_codec("int8", gr::codec::int8::nearest());
   register_codec("int8_stochastic", gr::codec::int8::stochastic());
+  register_codec("fp8_e4m3", gr::codec::fp8(gr::codec::fp8_format::e4m3));
+  register_codec("fp8_e5m2", gr::codec::fp8(gr::codec::fp8_format::e5m2));
+  register_codec("qsgd", gr::codec::qsgd());
   return true;
 }();
 

@@ -10,6 +10,7 @@
 #include "collective/ranks.hpp"
 #include "greenreduce/codec/registry.hpp"
 #include "greenreduce/collective/ring_allreduce.hpp"
+#include "support/matchers.hpp"
 #include "support/random.hpp"
 
 using namespace greenreduce;
@@ -74,12 +75,19 @@ void check_codec_ring(const Codec& c, int p, std::size_t n, reduce_op op, ring_o
   }
 }
 
-const std::vector<std::string> dense_specs = {"none", "fp16", "bf16", "int8",
-                                              "int8:bucket=64:stochastic"};
+const std::vector<std::string> dense_specs = {
+    "none", "fp16", "bf16", "int8", "int8:bucket=64:stochastic", "fp8", "fp8:e5m2:bucket=64"};
 
-const std::vector<std::string> sparse_specs = {"ternary",  "ternary:0:clip=0", "topk:0.1",
-                                               "topk:k=5", "topk:0.1:sampled", "randomk:0.2",
-                                               "sign:64"};
+const std::vector<std::string> sparse_specs = {"ternary",
+                                               "ternary:0:clip=0",
+                                               "topk:0.1",
+                                               "topk:k=5",
+                                               "topk:0.1:sampled",
+                                               "randomk:0.2",
+                                               "sign:64",
+                                               "qsgd",
+                                               "qsgd:levels=127:bucket=64",
+                                               "qsgd:1"};
 
 }  // namespace
 
@@ -206,4 +214,16 @@ TEST_CASE("codec registry parses specs and rejects bad ones", "[registry]") {
   CHECK_THROWS_AS(codec::parse_codec("topk:ratio=x"), config_error);
   CHECK_THROWS_AS(codec::parse_codec("ternary:100"), config_error);
   CHECK_THROWS_AS(codec::parse_codec("sign:mode=1"), config_error);
+  CHECK(std::get<codec::fp8>(codec::parse_codec("fp8")).format() == codec::fp8_format::e4m3);
+  CHECK(std::get<codec::fp8>(codec::parse_codec("fp8:e5m2:bucket=64")).bucket() == 64);
+  CHECK(std::get<codec::fp8>(codec::parse_codec("fp8_e5m2:32")).format() ==
+        codec::fp8_format::e5m2);
+  CHECK(codec::codec_display_name(codec::parse_codec("fp8:e5m2")) == "fp8_e5m2");
+  CHECK(std::get<codec::qsgd>(codec::parse_codec("qsgd")).levels() == 7);
+  CHECK(std::get<codec::qsgd>(codec::parse_codec("qsgd:127")).code_bits() == 8);
+  CHECK(std::get<codec::qsgd>(codec::parse_codec("qsgd:levels=1:bucket=8")).code_bits() == 2);
+  CHECK_THROWS_MATCHES(codec::parse_codec("qsgd:0"), config_error, test::what_has("levels"));
+  CHECK_THROWS_MATCHES(codec::parse_codec("qsgd:128"), config_error, test::what_has("[1, 127]"));
+  CHECK_THROWS_AS(codec::parse_codec("fp8:e3m4"), config_error);
+  CHECK_THROWS_AS(codec::parse_codec("fp8:bucket=0"), config_error);
 }

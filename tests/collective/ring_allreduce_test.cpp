@@ -9,6 +9,7 @@
 #include <string>
 
 #include "collective/ranks.hpp"
+#include "greenreduce/codec/int8.hpp"
 #include "greenreduce/codec/none.hpp"
 #include "support/matchers.hpp"
 #include "support/random.hpp"
@@ -178,8 +179,33 @@ TEST_CASE("ring allreduce report fields", "[ring][report]") {
   }
   auto single = allreduce(1, n, reduce_op::average);
   CHECK(single.reports[0].raw_bytes == 0);
+  CHECK(single.reports[0].energy.method == energy_method::model);
   CHECK(single.reports[0].bytes_sent == 0);
   CHECK(test::bit_equal(single.in[0], single.out[0]));
+}
+
+TEST_CASE("ring allreduce reports carry an energy estimate without being asked",
+          "[ring][report][energy]") {
+  const int p = GENERATE(2, 3);
+  const std::size_t n = 4099;
+  // Default: energy::default_model(); named: exactly that model's estimate.
+  for (const bool named : {false, true}) {
+    INFO("p=" << p << " named model=" << named);
+    const energy::model m = named ? energy::model("wifi_edge") : energy::default_model();
+    ring_options opts;
+    if (named) opts.energy = m;
+    auto o = allreduce(p, n, reduce_op::sum, opts, codec::int8{}, 7);
+    for (const auto& rep : o.reports) {
+      const auto want = m.estimate(rep);
+      CHECK(rep.energy.method == energy_method::model);
+      CHECK(rep.energy.network_j == want.network_j);
+      CHECK(rep.energy.memory_j == want.memory_j);
+      CHECK(rep.energy.compute_j == want.compute_j);
+      CHECK(rep.energy.static_j == want.static_j);
+      CHECK(rep.energy.network_j > 0);
+      CHECK(rep.energy.memory_j > 0);
+    }
+  }
 }
 
 TEST_CASE("ring allreduce can run many times and with shorter vectors", "[ring]") {

@@ -8,6 +8,7 @@
 #include <thread>
 #include <utility>
 
+#include "greenreduce/codec/int8.hpp"
 #include "greenreduce/energy/model.hpp"
 #include "ps/harness.hpp"
 #include "support/random.hpp"
@@ -386,4 +387,55 @@ TEST_CASE("ps: worker_options::annotate sees every push and pull report", "[ps][
   CHECK(calls == 2);
   // Default: none.
   CHECK_FALSE(ps::worker_options{}.annotate);
+}
+
+TEST_CASE("ps: reports carry the energy estimate by default; server totals count its work",
+          "[ps][energy]") {
+  const int S = 1, W = 2;
+  const std::size_t n = 513;
+  const std::vector<ps::key_spec> keys{{"p", n}};
+  test::ps_world world(S + W);
+  const energy::model m("loopback");
+  report server_total;
+  std::vector<std::uint64_t> worker_wire(W, 0);
+  test::run_ranks(
+      world, S, S + W,
+      [&](endpoint& t) {
+        ps::server<endpoint, codec::int8> srv(t, ps::roles(S, S + W), keys, ps::sgd(0.1F), {},
+                                              codec::int8{});
+        srv.run();
+        server_total = srv.totals(m);
+      },
+      [&](endpoint& t) {
+        ps::worker<endpoint, codec::int8> wk(t, ps::roles(S, S + W), keys, {}, codec::int8{});
+        std::vector<float> g(n, 0.5F), p(n);
+        for (int step = 0; step < 3; ++step) {
+          const auto a = wk.push("p", g);
+          const auto b = wk.pull("p", p);
+          for (const auto* r : {&a, &b}) {
+            const auto want = energy::default_model().estimate(*r);
+            CHECK(r->energy.method == energy_method::model);
+            CHECK(r->energy.network_j == want.network_j);
+            CHECK(r->energy.memory_j == want.memory_j);
+            CHECK(r->energy.total_j() > 0);
+          }
+          worker_wire[static_cast<std::size_t>(wk.index())] += a.wire_bytes() + b.wire_bytes();
+        }
+        wk.finish();
+      });
+  CHECK(server_total.op == "ps_server");
+  CHECK(server_total.codec == "int8");
+  // The server received every push and sent every pull: at least what the
+  // workers' push/pull reports counted, minus nothing (hello/bye come on top).
+  const auto workers_total = worker_wire[0] + worker_wire[1];
+  CHECK(server_total.wire_bytes() >= workers_total);
+  CHECK(server_total.wire_bytes() <= workers_total + 4096);
+  // 6 pushes decoded (int8 decode work) plus aggregation and 3 updates of sgd.
+  CHECK(server_total.memory_bytes >= 6 * codec::int8{}.decode_work(n).memory_bytes);
+  CHECK(server_total.compute_ops >= 6 * n);
+  CHECK(server_total.seconds > 0);
+  const auto want = m.estimate(server_total);
+  CHECK(server_total.energy.method == energy_method::model);
+  CHECK(server_total.energy.network_j == want.network_j);
+  CHECK(server_total.energy.memory_j == want.memory_j);
 }

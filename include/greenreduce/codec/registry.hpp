@@ -12,6 +12,8 @@
 //   topk[:ratio=R|:k=N][:exact|:sampled]        bare number = ratio (default 0.01)
 //   randomk[:ratio=R]                           bare number = ratio (default 0.01)
 //   sign[:bucket=N]                             bare number = bucket
+//   fp8[:e4m3|:e5m2][:bucket=N]                 bare number = bucket (also fp8_e4m3, fp8_e5m2)
+//   qsgd[:levels=S][:bucket=N]                  bare number = levels (1..127, default 7)
 //
 // `parse_codec_list("none,int8:256")` splits on commas. Unknown names,
 // parameters or values are config_errors that list what is accepted. Tools
@@ -30,8 +32,10 @@
 
 #include "greenreduce/codec/bf16.hpp"
 #include "greenreduce/codec/fp16.hpp"
+#include "greenreduce/codec/fp8.hpp"
 #include "greenreduce/codec/int8.hpp"
 #include "greenreduce/codec/none.hpp"
+#include "greenreduce/codec/qsgd.hpp"
 #include "greenreduce/codec/randomk.hpp"
 #include "greenreduce/codec/sign.hpp"
 #include "greenreduce/codec/ternary.hpp"
@@ -41,13 +45,13 @@
 namespace greenreduce::codec {
 
 /// One of the built-in codecs, by value.
-using any_codec = std::variant<none, fp16, bf16, int8, ternary, topk, randomk, sign>;
+using any_codec = std::variant<none, fp16, bf16, int8, ternary, topk, randomk, sign, fp8, qsgd>;
 
 /// The accepted spec grammar, for help texts and error messages.
 inline constexpr std::string_view codec_spec_help =
     "none | fp16 | bf16 | int8[:bucket=N][:nearest|:stochastic] | "
     "ternary[:bucket=N][:clip=C] | topk[:ratio=R|:k=N][:exact|:sampled] | randomk[:ratio=R] | "
-    "sign[:bucket=N]";
+    "sign[:bucket=N] | fp8[:e4m3|:e5m2][:bucket=N] | qsgd[:levels=S][:bucket=N]";
 
 namespace registry_detail {
 
@@ -183,6 +187,33 @@ inline any_codec parse_codec(std::string_view spec) {
         unknown(p);
     }
     return sign(bucket);
+  }
+  if (name == "fp8" || name == "fp8_e4m3" || name == "fp8_e5m2") {
+    fp8_format f = name == "fp8_e5m2" ? fp8_format::e5m2 : fp8_format::e4m3;
+    std::size_t bucket = fp8::default_bucket;
+    for (const auto& p : params) {
+      if (p.key.empty() && (p.value == "e4m3" || p.value == "e5m2"))
+        f = p.value == "e4m3" ? fp8_format::e4m3 : fp8_format::e5m2;
+      else if (p.key.empty() || p.key == "bucket")
+        bucket = to_size(spec, p.value);
+      else
+        unknown(p);
+    }
+    return fp8(f, bucket);
+  }
+  if (name == "qsgd") {
+    std::size_t levels = qsgd::default_levels, bucket = qsgd::default_bucket;
+    for (const auto& p : params) {
+      if (p.key.empty() || p.key == "levels")
+        levels = to_size(spec, p.value);
+      else if (p.key == "bucket")
+        bucket = to_size(spec, p.value);
+      else
+        unknown(p);
+    }
+    if (levels == 0 || levels > 127)
+      bad(spec, greenreduce::detail::str("qsgd levels must be in [1, 127], got ", levels));
+    return qsgd(static_cast<unsigned>(levels), bucket);
   }
   bad(spec, greenreduce::detail::str("unknown codec \"", name, "\""));
 }

@@ -190,6 +190,24 @@ class topk {
 
   std::size_t encode_impl(std::span<const float> in, std::span<float> r,
                           std::span<std::byte> out) const;
+
+ public:
+  /// Writes the frame of an already made selection: `count` strictly
+  /// increasing indices below n and their values (the payload layout above,
+  /// index coding chosen as encode chooses it). Returns the frame size. The
+  /// selection step of encode, run elsewhere (the CUDA codec selects on the
+  /// device), ends here so both write the same bytes.
+  std::size_t write_selected(const std::uint64_t* idx, const float* val, std::size_t count,
+                             std::size_t n, std::span<std::byte> out) const;
+  /// Validates `frame` as decode does, then calls f(index, value) for each
+  /// sent entry in increasing index order.
+  template <class F>
+  void decode_entries(std::span<const std::byte> frame, std::size_t n, F f) const {
+    const auto p = parse(frame, n);
+    apply(p, n, [&](std::size_t j, std::size_t i) { f(i, p.value(j)); });
+  }
+
+ private:
   [[noreturn]] void fail_non_finite(std::span<const float> in, std::span<float> r,
                                     const std::vector<std::uint64_t>& idx,
                                     const std::vector<float>& val, std::size_t count) const;
@@ -232,11 +250,15 @@ inline std::size_t topk::encode_impl(std::span<const float> in, std::span<float>
     const std::size_t m0 = std::min(n, std::max<std::size_t>(4096, (1024 * n + k - 1) / k));
     const std::size_t stride = n / m0, m = n / stride;
     const std::uint64_t rank = std::clamp<std::uint64_t>((5 * k * m + 4 * n - 1) / (4 * n), 1, m);
-    auto sample_key = [&](std::size_t j) {
-      const std::size_t i = j * stride + stride / 2;
-      return kk::key(ef ? in[i] + r[i] : in[i]);
-    };
-    const kk::threshold t = kk::kth_largest(m, rank, sample_key);
+    // One strided pass gathers the sample's keys (two cache misses each with a
+    // residual); the selection then scans the contiguous copy, twice.
+    std::vector<std::uint32_t> sample(m);
+    if (ef)
+      for (std::size_t j = 0, i = stride / 2; j < m; ++j, i += stride)
+        sample[j] = kk::key(in[i] + r[i]);
+    else
+      for (std::size_t j = 0, i = stride / 2; j < m; ++j, i += stride) sample[j] = kk::key(in[i]);
+    const kk::threshold t = kk::kth_largest(m, rank, [&](std::size_t j) { return sample[j]; });
     idx.resize(2 * k);
     val.resize(2 * k);
     const auto res = kk::gather(ef ? kk::source::input_plus_r : kk::source::input, in.data(),
@@ -283,8 +305,15 @@ inline std::size_t topk::encode_impl(std::span<const float> in, std::span<float>
       }
     }
   }
-  // Payload.
-  const auto sizes = kk::sizes_of(idx.data(), count, n);
+  return write_selected(idx.data(), val.data(), count, n, out);
+}
+
+inline std::size_t topk::write_selected(const std::uint64_t* idx, const float* val,
+                                        std::size_t count, std::size_t n,
+                                        std::span<std::byte> out) const {
+  namespace kk = kernels::topk;
+  require_output(name(), max_encoded_bytes(n), out.size());
+  const auto sizes = kk::sizes_of(idx, count, n);
   kk::index_coding coding = kk::index_coding::varint;
   std::size_t section = sizes.varint;
   switch (coding_) {
@@ -309,9 +338,8 @@ inline std::size_t topk::encode_impl(std::span<const float> in, std::span<float>
   store_le<std::uint8_t>(p + 1, 0);
   store_le<std::uint16_t>(p + 2, 0);
   store_le<std::uint64_t>(p + 4, count);
-  if (count > 0) std::memcpy(p + 12, val.data(), 4 * count);
-  kk::write_indices(coding, idx.data(), count, n,
-                    reinterpret_cast<std::uint8_t*>(p + 12 + 4 * count));
+  if (count > 0) std::memcpy(p + 12, val, 4 * count);
+  kk::write_indices(coding, idx, count, n, reinterpret_cast<std::uint8_t*>(p + 12 + 4 * count));
   return finish_frame(out, wire_id, n, 12 + 4 * count + section);
 }
 

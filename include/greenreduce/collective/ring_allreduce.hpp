@@ -74,6 +74,7 @@
 #include "greenreduce/core/error.hpp"
 #include "greenreduce/core/report.hpp"
 #include "greenreduce/core/rng.hpp"
+#include "greenreduce/energy/model.hpp"
 #include "greenreduce/kernels/copy.hpp"
 #include "greenreduce/transport/concept.hpp"
 
@@ -106,7 +107,11 @@ struct ring_options {
   bool keep_input = true;                  ///< copy the input so that an error leaves it unchanged
   std::uint64_t seed = 0;                  ///< seed of the codec rng (stream = rank)
   algorithm algo = algorithm::automatic;
-  std::function<void(report&)> annotate;  ///< called on every report, e.g. an energy model
+  /// The model that fills every report's energy estimate; empty means
+  /// energy::default_model() (GREENREDUCE_ENERGY_* of the process).
+  std::optional<energy::model> energy;
+  /// Called on every report after the estimate, e.g. to add a meter's reading.
+  std::function<void(report&)> annotate;
 };
 
 namespace ring_detail {
@@ -203,6 +208,7 @@ class ring_allreduce {
       : t_(t),
         codec_(std::move(c)),
         opts_(std::move(opts)),
+        model_(opts_.energy ? *opts_.energy : energy::default_model()),
         p_(t.size()),
         r_(t.rank()),
         max_count_(max_count),
@@ -344,6 +350,7 @@ class ring_allreduce {
     rep.memory_bytes = w.memory_bytes;
     rep.compute_ops = w.ops;
     rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    model_.annotate(rep);
     if (opts_.annotate) opts_.annotate(rep);
     return rep;
   }
@@ -656,6 +663,7 @@ class ring_allreduce {
   Transport& t_;
   Codec codec_;
   ring_options opts_;
+  energy::model model_;
   int p_;
   int r_;
   std::size_t max_count_;

@@ -143,13 +143,17 @@ struct frame_expect {
   frame_expect& prefix() noexcept { exact = false; return *this; }
 };
 
-/// Parses and validates the frame at the start of `bytes`. Throws decode_error
-/// naming the first violated field; never reads outside `bytes`.
-inline frame_view parse_frame(std::span<const std::byte> bytes, const frame_expect& expect = {}) {
-  if (bytes.size() < frame_header_bytes)
+/// Validates a frame header (the first 32 bytes of `header`) against `expect`,
+/// given that `available` bytes follow it where the frame lives (which may be
+/// device memory: the CUDA codecs copy only the header to the host). Checks
+/// everything but the payload CRC. Throws decode_error naming the first
+/// violated field.
+inline frame_header parse_frame_header(std::span<const std::byte> header, std::uint64_t available,
+                                       const frame_expect& expect = {}) {
+  if (header.size() < frame_header_bytes)
     throw decode_error(detail::str("frame needs a ", frame_header_bytes,
-                                   "-byte header but only ", bytes.size(), " bytes were given"));
-  const std::byte* p = bytes.data();
+                                   "-byte header but only ", header.size(), " bytes were given"));
+  const std::byte* p = header.data();
   const auto magic = load_le<std::uint32_t>(p + 0);
   if (magic != frame_magic)
     throw decode_error(detail::str("frame magic is 0x", std::hex, magic, ", expected 0x",
@@ -180,7 +184,6 @@ inline frame_view parse_frame(std::span<const std::byte> bytes, const frame_expe
   if (expect.elements && h.elements != *expect.elements)
     throw decode_error(detail::str("frame declares ", h.elements, " elements, expected ",
                                    *expect.elements));
-  const std::uint64_t available = bytes.size() - frame_header_bytes;
   if (h.payload_bytes > expect.max_payload_bytes)
     throw decode_error(detail::str("frame declares ", h.payload_bytes,
                                    " payload bytes, more than the bound of ",
@@ -192,6 +195,15 @@ inline frame_view parse_frame(std::span<const std::byte> bytes, const frame_expe
     throw decode_error(detail::str("frame declares ", h.payload_bytes, " payload bytes but ",
                                    available, " follow its header (", available - h.payload_bytes,
                                    " trailing bytes)"));
+  return h;
+}
+
+/// Parses and validates the frame at the start of `bytes`. Throws decode_error
+/// naming the first violated field; never reads outside `bytes`.
+inline frame_view parse_frame(std::span<const std::byte> bytes, const frame_expect& expect = {}) {
+  const std::uint64_t available =
+      bytes.size() < frame_header_bytes ? 0 : bytes.size() - frame_header_bytes;
+  const frame_header h = parse_frame_header(bytes, available, expect);
   frame_view v{h, bytes.subspan(frame_header_bytes, static_cast<std::size_t>(h.payload_bytes))};
   if (h.flags & frame_flag_crc32c) {
     const std::uint32_t got = crc32c(v.payload);

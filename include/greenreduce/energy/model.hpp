@@ -173,4 +173,14 @@ class model {
   coefficients c_;
 };
 
+/// The model every collective and parameter-server report is annotated with
+/// unless the caller names another: the default profile overridden by the
+/// GREENREDUCE_ENERGY_* variables of the process, read once. A malformed
+/// variable throws config_error naming it (at the first use, and again at
+/// every later use until it is fixed).
+inline const model& default_model() {
+  static const model m = model::from_env(env_source::process());
+  return m;
+}
+
 }  // namespace greenreduce::energy

@@ -13,8 +13,16 @@
 // for longer than ps_options::timeout is dropped, checked at least every
 // timeout/8. The transport must isolate peer failures (tcp_options /
 // inproc_options::isolate_peer_failures), so a dead worker fails only its own
-// operations (see docs/parameter_server.md). params(), shares() and stats()
-// may be called from other threads.
+// operations (see docs/parameter_server.md). params(), shares(), stats() and
+// totals() may be called from other threads.
+//
+// Accounting. totals() is a report of the server's own work since run()
+// began (op "ps_server"): the bytes its transport moved, its wall time, and
+// the memory traffic and arithmetic of decoding pushes, aggregating, applying
+// the update rule (counted as reading and writing the parameters, the
+// gradient and the rule's state once each, one operation per value: an
+// estimate for a user-supplied rule) and encoding pulls; energy from the model
+// passed to totals(), so a parameter-server run's joules include its servers.
 //
 // Invariants. A request is validated entirely (header, key, length, codec,
 // frame) before any state changes; a rejected request leaves the parameters
@@ -44,7 +52,9 @@
 #include "greenreduce/codec/none.hpp"
 #include "greenreduce/core/buffer.hpp"
 #include "greenreduce/core/error.hpp"
+#include "greenreduce/core/report.hpp"
 #include "greenreduce/core/rng.hpp"
+#include "greenreduce/energy/model.hpp"
 #include "greenreduce/ps/options.hpp"
 #include "greenreduce/ps/placement.hpp"
 #include "greenreduce/ps/protocol.hpp"
@@ -150,6 +160,12 @@ class server {
       std::lock_guard lock(mu_);
       const auto now = clock::now();
       for (auto& w : workers_) w.last_seen = now;
+      run_t0_ = now;
+      sent0_ = t_.bytes_sent();
+      recv0_ = t_.bytes_received();
+      totals_.op = "ps_server";
+      totals_.codec = std::string(push_codec_.name());
+      totals_.algo = "ps";
     }
     for (int w = 0; w < W; ++w) post(w);
     const auto tick =
@@ -180,12 +196,26 @@ class server {
         std::this_thread::sleep_for(tick);
       }
       check_silence();
+      account_time();
     }
     for (int w = 0; w < W; ++w)
       if (posted_[static_cast<std::size_t>(w)]) {
         t_.cancel(reqs_[static_cast<std::size_t>(w)]);
         posted_[static_cast<std::size_t>(w)] = false;
       }
+    account_time();
+  }
+
+  /// The server's own work since run() began (see "Accounting" above), with
+  /// the energy estimate of `m`. Up to date after every request it served.
+  report totals(const energy::model& m = energy::default_model()) const {
+    report r;
+    {
+      std::lock_guard lock(mu_);
+      r = totals_;
+    }
+    m.annotate(r);
+    return r;
   }
 
   /// A copy of the current parameters of `name`.
@@ -240,6 +270,26 @@ class server {
     int worker;
     byte_buffer bytes;
   };
+
+  // ------------------------------------------------------------ accounting
+  // Called from the serving thread only; the transport's counters are read there.
+  void account_time() {
+    const auto sent = t_.bytes_sent();
+    const auto recv = t_.bytes_received();
+    std::lock_guard lock(mu_);
+    totals_.bytes_sent = sent - sent0_;
+    totals_.bytes_received = recv - recv0_;
+    totals_.seconds = std::chrono::duration<double>(clock::now() - run_t0_).count();
+  }
+  void add_work_locked(const codec::work& w) {
+    totals_.memory_bytes += w.memory_bytes;
+    totals_.compute_ops += w.ops;
+  }
+  /// Values read plus written, and operations, of n elements through `values` streams.
+  void add_stream_locked(std::size_t n, std::size_t values) {
+    totals_.memory_bytes += static_cast<std::uint64_t>(n) * values * sizeof(float);
+    totals_.compute_ops += static_cast<std::uint64_t>(n) * values;
+  }
 
   // ------------------------------------------------------------ the loop
   void post(int w) {
@@ -412,6 +462,8 @@ class server {
                    std::vector<outgoing>& out) {
     auto& s = ks_[slot_[h.key]];
     const auto& key = keys_[h.key];
+    add_work_locked(push_codec_.decode_work(key.length));
+    add_stream_locked(key.length, 1);  // the finiteness scan
     const auto W = static_cast<std::size_t>(w);
     note_rate_locked(w, h);
     if (opt_.mode.mode == consistency::kind::sync) {
@@ -425,6 +477,7 @@ class server {
       }
       if (s.agg.size() != key.length) s.agg.assign(key.length, 0.0F);
       for (std::size_t i = 0; i < key.length; ++i) s.agg[i] += grad[i];
+      add_stream_locked(key.length, 3);
       s.pushed[W] = 1;
       ++s.pushed_count;
       s.waiting.emplace_back(w, h.step);
@@ -455,6 +508,7 @@ class server {
     const auto& key = keys_[s.id];
     const float inv = 1.0F / static_cast<float>(s.pushed_count);
     for (auto& g : s.agg) g *= inv;
+    add_stream_locked(key.length, 2);
     update_context ctx{s.id, key.name, s.step, -1, s.pushed_count};
     apply_locked(s, ctx, s.agg);
     for (auto [v, st] : s.waiting) {
@@ -487,6 +541,7 @@ class server {
 
   void apply_locked(key_state& s, const update_context& ctx, std::span<const float> grad) {
     rule_.apply(ctx, s.params, grad, s.state);
+    add_stream_locked(s.params.size(), 3 + 2 * rule_.state_per_element);
     ++s.step;
     ++stats_.updates;
   }
@@ -510,6 +565,8 @@ class server {
       return;
     }
     bytes.resize(reply_header_bytes + len);
+    add_work_locked(plain ? codec::none{}.encode_work(s.params.size())
+                          : pull_codec_.encode_work(s.params.size()));
     reply_header r;
     r.kind = request_kind::pull;
     r.key = static_cast<std::uint32_t>(h.key);
@@ -730,6 +787,9 @@ class server {
   std::vector<worker_state> workers_;
   std::vector<std::pair<int, std::string>> drop_reasons_;
   server_stats stats_;
+  report totals_;
+  clock::time_point run_t0_{};
+  std::uint64_t sent0_ = 0, recv0_ = 0;
   bool failed_ = false;
   std::string failure_;
 };

@@ -11,8 +11,8 @@
 //
 // Every push and pull returns a report: op "push"/"pull", algo "ps", the wire
 // bytes of this rank's transport during the call, raw_bytes = 4n, the wall
-// time and the codec work; worker_options::annotate (e.g. an
-// energy::model's annotate) fills in the energy. A worker uses its transport from one thread (the
+// time, the codec work and the energy estimate of worker_options::energy (the
+// process default model when empty). A worker uses its transport from one thread (the
 // caller's) and has at most one request in flight.
 //
 // Blocking: in sync mode a push returns once every live worker pushed that key
@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -42,6 +43,7 @@
 #include "greenreduce/core/error.hpp"
 #include "greenreduce/core/report.hpp"
 #include "greenreduce/core/rng.hpp"
+#include "greenreduce/energy/model.hpp"
 #include "greenreduce/ps/options.hpp"
 #include "greenreduce/ps/placement.hpp"
 #include "greenreduce/ps/protocol.hpp"
@@ -56,8 +58,10 @@ struct worker_options {
   bool encoded_pull = false;
   /// Seed of the push codec's rng (stream = worker rank).
   std::uint64_t seed = 0x67726565ULL;
-  /// Called on every push/pull report before it is returned, e.g.
-  /// `[&m](report& r) { m.annotate(r); }` with an energy::model m. Default none.
+  /// The model that fills every push/pull report's energy estimate; empty
+  /// means energy::default_model() (GREENREDUCE_ENERGY_* of the process).
+  std::optional<energy::model> energy;
+  /// Called on every push/pull report after the estimate, e.g. to add a meter's reading.
   std::function<void(report&)> annotate;
 };
 
@@ -75,6 +79,7 @@ class worker {
         keys_(std::move(keys)),
         place_(place(keys_, r.servers)),
         opt_(opt),
+        model_(opt_.energy ? *opt_.energy : energy::default_model()),
         codec_(std::move(c)),
         pull_codec_(std::move(pc)),
         rng_(opt.seed, static_cast<std::uint64_t>(t.rank())),
@@ -291,6 +296,7 @@ class worker {
     r.bytes_sent = t_.bytes_sent() - r.bytes_sent;
     r.bytes_received = t_.bytes_received() - r.bytes_received;
     r.seconds = std::chrono::duration<double>(clock::now() - t0).count();
+    model_.annotate(r);
     if (opt_.annotate) opt_.annotate(r);
     return r;
   }
@@ -370,6 +376,7 @@ class worker {
   std::vector<key_spec> keys_;
   placement place_;
   worker_options opt_;
+  energy::model model_;
   Codec codec_;
   PullCodec pull_codec_;
   rng rng_;

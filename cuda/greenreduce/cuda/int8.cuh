@@ -1,0 +1,214 @@
+// greenreduce/cuda/int8.cuh — codec::int8 on device memory: one fused pass per bucket.
+//
+// Same math, rng rule and wire payload as codec/int8.hpp (kernels/int8.hpp):
+// a frame encoded here decodes on a CPU to the same floats, and the same seed
+// gives the same bytes as the CPU encoder (nearest rounding is deterministic;
+// stochastic rounding draws from the same Philox words, kernels/philox.hpp's
+// group rule, restated in cuda/math.hpp).
+//
+// Encode kernel: one thread block per bucket (grid-stride over buckets). The
+// block reads its bucket once for the absmax (cub::BlockReduce over |x| bit
+// patterns, which also detects NaN/Inf), thread 0 derives and stores the
+// scale, then the block quantizes and packs the bucket — the second read hits
+// L1/L2 for the default 512-element bucket. Stochastic rounding: thread j of a
+// group of 64 elements evaluates Philox block 16g + j once and rounds the four
+// elements 64g + 16k + j that its four words feed.
+//
+// Very large buckets (up to the codec's 2^30) are correct but run on one
+// thread block each; the default (512) keeps every SM busy.
+#pragma once
+
+#include <cub/block/block_reduce.cuh>
+#include <cuda/functional>
+
+#include "greenreduce/codec/int8.hpp"
+#include "greenreduce/cuda/frame.cuh"
+#include "greenreduce/cuda/math.hpp"
+
+namespace greenreduce::cuda {
+
+namespace kernels {
+
+template <unsigned Threads>
+__global__ void __launch_bounds__(Threads)
+    int8_encode(const float* __restrict__ x, std::uint64_t n, std::uint64_t bucket, bool stochastic,
+                rng g, std::uint32_t* __restrict__ scales, std::int8_t* __restrict__ q,
+                unsigned long long* status) {
+  using reduce = cub::BlockReduce<std::uint32_t, Threads>;
+  __shared__ typename reduce::TempStorage tmp;
+  __shared__ math::int8_params shared_p;
+  __shared__ bool shared_bad;
+  for (std::uint64_t b = blockIdx.x; b * bucket < n; b += gridDim.x) {
+    const std::uint64_t s = b * bucket, e = s + bucket < n ? s + bucket : n;
+    std::uint32_t m = 0;
+    for (std::uint64_t i = s + threadIdx.x; i < e; i += Threads) {
+      const std::uint32_t a = math::bits_of(x[i]) & math::abs_mask;
+      m = a > m ? a : m;
+    }
+    const std::uint32_t am = reduce(tmp).Reduce(m, ::cuda::maximum<>{});
+    if (threadIdx.x == 0) {
+      shared_bad = am >= math::inf_bits;
+      shared_p = math::int8_params_of(math::float_of(shared_bad ? 0U : am));
+      scales[b] = math::bits_of(shared_p.scale);
+    }
+    __syncthreads();
+    const math::int8_params p = shared_p;
+    if (shared_bad) {
+      for (std::uint64_t i = s + threadIdx.x; i < e; i += Threads)
+        if ((math::bits_of(x[i]) & math::abs_mask) >= math::inf_bits)
+          atomicMin(status, static_cast<unsigned long long>(i));
+    } else if (!stochastic) {
+      for (std::uint64_t i = s + threadIdx.x; i < e; i += Threads)
+        q[i] = static_cast<std::int8_t>(math::int8_nearest(x[i], p));
+    } else {
+      const std::uint64_t g0 = s / math::philox_group, g1 = (e - 1) / math::philox_group;
+      const std::uint64_t items = (g1 - g0 + 1) * math::philox_group_blocks;
+      for (std::uint64_t it = threadIdx.x; it < items; it += Threads)
+        math::int8_stochastic_item(x, g0 + it / math::philox_group_blocks,
+                                   static_cast<std::uint32_t>(it % math::philox_group_blocks), s, e,
+                                   p, g, q);
+    }
+    __syncthreads();  // shared_p and tmp are rewritten by the next bucket
+  }
+}
+
+/// Scales must be finite and >= 0 (-0 included), as the CPU decoder requires.
+template <unsigned Threads>
+__global__ void int8_check_scales(const std::uint32_t* scales, std::uint64_t nb,
+                                  unsigned long long* status) {
+  for (std::uint64_t b = blockIdx.x * Threads + threadIdx.x; b < nb;
+       b += static_cast<std::uint64_t>(gridDim.x) * Threads) {
+    const std::uint32_t s = scales[b];
+    if (!(s < math::inf_bits || s == 0x80000000U)) atomicMin(status, b);
+  }
+}
+
+template <bool Add, unsigned Threads>
+__global__ void int8_decode(const std::uint32_t* __restrict__ scales,
+                            const std::int8_t* __restrict__ q, std::uint64_t n,
+                            std::uint64_t bucket, float* __restrict__ out) {
+  for (std::uint64_t i = blockIdx.x * Threads + threadIdx.x; i < n;
+       i += static_cast<std::uint64_t>(gridDim.x) * Threads) {
+    const float v = math::mul_rn(static_cast<float>(q[i]), math::float_of(scales[i / bucket]));
+    out[i] = Add ? math::add_rn(out[i], v) : v;
+  }
+}
+
+}  // namespace kernels
+
+/// codec::int8 on device memory. Pointers are device pointers; `out` and
+/// frames must be 4-byte aligned. Calls run on the caller's stream.
+class int8_codec {
+ public:
+  static constexpr unsigned threads = 256;
+  using host_codec = codec::int8;
+
+  explicit int8_codec(codec::int8 c = codec::int8{}) : c_(c) {}
+  const codec::int8& host() const noexcept { return c_; }
+  codec_id id() const noexcept { return c_.id(); }
+  std::string_view name() const noexcept { return c_.name(); }
+  std::size_t max_encoded_bytes(std::size_t n) const noexcept { return c_.max_encoded_bytes(n); }
+
+  /// Encodes without waiting: returns the frame size; a non-finite input is
+  /// reported in `status` (the first index), the frame is then unspecified.
+  /// Advances `g` as the CPU encoder does.
+  std::size_t encode_async(const float* in, std::size_t n, std::byte* out, std::size_t out_bytes,
+                           rng& g, const device_status& status, cudaStream_t stream) const {
+    const std::size_t payload = c_.payload_bytes(n);
+    codec::require_output(name(), frame_header_bytes + payload, out_bytes);
+    require_aligned(out, 4, "int8 device frame");
+    write_header_async(out, id(), n, payload, stream, static_cast<std::uint32_t>(c_.bucket()));
+    std::byte* p = out + frame_header_bytes;
+    const bool stochastic = c_.mode() == codec::rounding::stochastic;
+    if (n > 0) {
+      kernels::int8_encode<threads><<<grid_for(c_.buckets(n), 1), threads, 0, stream>>>(
+          in, n, c_.bucket(), stochastic, g, reinterpret_cast<std::uint32_t*>(p + 4),
+          reinterpret_cast<std::int8_t*>(p + 4 + 4 * c_.buckets(n)), status.data());
+      check_launch("int8_encode");
+    }
+    if (stochastic) g.advance(greenreduce::kernels::philox_blocks_for(n));
+    return frame_header_bytes + payload;
+  }
+
+  /// encode_async, then waits and throws numeric_error naming the first
+  /// non-finite element, like the CPU codec.
+  std::size_t encode(const float* in, std::size_t n, std::byte* out, std::size_t out_bytes, rng& g,
+                     cudaStream_t stream) const {
+    const device_status status;
+    const std::size_t len = encode_async(in, n, out, out_bytes, g, status, stream);
+    throw_if_non_finite(name(), status, in, stream);
+    return len;
+  }
+
+  /// Validates the frame (header on the host, scales on the device; waits for
+  /// the stream) and throws decode_error before writing anything, then adds.
+  void decode_add(const std::byte* frame, std::size_t frame_bytes, float* acc, std::size_t n,
+                  cudaStream_t stream) const {
+    validate(frame, frame_bytes, n, stream);
+    apply<true>(frame, acc, n, stream);
+  }
+  void decode(const std::byte* frame, std::size_t frame_bytes, float* out, std::size_t n,
+              cudaStream_t stream) const {
+    validate(frame, frame_bytes, n, stream);
+    apply<false>(frame, out, n, stream);
+  }
+  /// acc += decode(frame) with no validation and no wait: only for frames this
+  /// codec's encoder wrote for n elements (the device ring's hops).
+  void decode_add_trusted(const std::byte* frame, float* acc, std::size_t n,
+                          cudaStream_t stream) const {
+    apply<true>(frame, acc, n, stream);
+  }
+  /// out = decode(frame), unvalidated and asynchronous, like decode_add_trusted.
+  void decode_trusted(const std::byte* frame, float* out, std::size_t n,
+                      cudaStream_t stream) const {
+    apply<false>(frame, out, n, stream);
+  }
+
+ private:
+  void validate(const std::byte* frame, std::size_t frame_bytes, std::size_t n,
+                cudaStream_t stream) const {
+    require_aligned(frame, 4, "int8 device frame");
+    const frame_header h =
+        read_header(frame, frame_bytes, frame_expect{}.of(id()).count(n), stream);
+    const std::size_t need = c_.payload_bytes(n);
+    if (h.payload_bytes >= 4) {
+      std::uint32_t got = 0;
+      GREENREDUCE_CUDA_CHECK(
+          cudaMemcpy(&got, frame + frame_header_bytes, 4, cudaMemcpyDeviceToHost));
+      if (got != c_.bucket())
+        throw decode_error(detail::str("int8 frame was encoded with buckets of ", got,
+                                       " elements, this codec uses ", c_.bucket()));
+    }
+    if (h.payload_bytes != need)
+      throw decode_error(detail::str("int8 frame declares ", n, " elements but carries ",
+                                     h.payload_bytes, " payload bytes (needs ", need, ")"));
+    const std::size_t nb = c_.buckets(n);
+    if (nb == 0) return;
+    const device_status status;
+    const auto* scales = reinterpret_cast<const std::uint32_t*>(frame + frame_header_bytes + 4);
+    kernels::int8_check_scales<threads>
+        <<<grid_for(nb, threads), threads, 0, stream>>>(scales, nb, status.data());
+    check_launch("int8_check_scales");
+    const std::uint64_t bad = status.read(stream);
+    if (bad != device_status::ok) {
+      float s = 0.0F;
+      GREENREDUCE_CUDA_CHECK(cudaMemcpy(&s, scales + bad, 4, cudaMemcpyDeviceToHost));
+      throw decode_error(
+          detail::str("int8 frame: bucket ", bad, " has scale ", s, ", expected finite and >= 0"));
+    }
+  }
+
+  template <bool Add>
+  void apply(const std::byte* frame, float* out, std::size_t n, cudaStream_t stream) const {
+    if (n == 0) return;
+    const std::byte* p = frame + frame_header_bytes;
+    kernels::int8_decode<Add, threads><<<grid_for(n, threads), threads, 0, stream>>>(
+        reinterpret_cast<const std::uint32_t*>(p + 4),
+        reinterpret_cast<const std::int8_t*>(p + 4 + 4 * c_.buckets(n)), n, c_.bucket(), out);
+    check_launch("int8_decode");
+  }
+
+  codec::int8 c_;
+};
+
+}  // namespace greenreduce::cuda
