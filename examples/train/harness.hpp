@@ -1,6 +1,8 @@
-// examples/train/harness.hpp — one rank's data-parallel training in each mode.
+// examples/train/harness.hpp — one process's part of the training in each mode.
 //
-// Every mode runs the same loop on every rank: `epochs` x `steps` steps, each
+// "Rank" below is a worker's index (world.hpp: the servers come first in the
+// tcp world, the workers after them). Every mode runs the same loop on every
+// worker: `epochs` x `steps` steps, each
 // a mini-batch of this rank's fixed shard (the training set is shuffled once
 // with the seed and cut into np contiguous shards), the gradient of the MLP,
 // then the mode's exchange:
@@ -10,9 +12,10 @@
 //               SGD with momentum locally (v = m v + g; p -= lr v) — every
 //               rank holds the same parameters;
 //   PS modes    pull the parameters from the server (ps/worker.hpp), push the
-//               weighted gradient; the server (in rank 0's process, see
-//               colocated.hpp) applies SGD with lr / workers per push, so a
-//               round of pushes moves the parameters as much as one sync step.
+//               weighted gradient; the server, a process of its own running
+//               ps::server::run(), applies SGD with momentum per push, scaled
+//               so that a round of pushes moves the parameters as much as one
+//               sync step (train_ps).
 //
 // `--straggler R:F` makes rank R sleep (F - 1) x its compute time after every
 // gradient. `--balance` resizes batches in proportion to measured throughput
@@ -24,7 +27,9 @@
 // Energy: each rank annotates its communication reports with energy::model
 // and adds a "compute" report per step (training FLOPs and memory traffic,
 // see compute_report) and an "idle" report for the rest of its wall time, so
-// the static part of its estimate is static_watts x wall time.
+// the static part of its estimate is static_watts x wall time. A server adds
+// a "serve" report (its bytes, decoding, update rule, encoding), no static
+// power: it shares worker 0's host (docs/train_demo.md).
 #pragma once
 
 #include <algorithm>
@@ -179,12 +184,12 @@ struct rank_outcome {
 /// Everything a rank's training loop needs, shared by the modes.
 struct rank_context {
   const demo_options& opt;
-  int rank = 0, world = 1;
+  int rank = 0, world = 1;  ///< worker index (-1 on a server) and number of workers
   const dataset& train;
   std::vector<std::uint32_t> shard;
   std::vector<float> init;  ///< initial parameters (same on every rank)
   energy::model model;
-  energy::ledger* ledger = nullptr;  ///< rank 0's, or null
+  energy::ledger* ledger = nullptr;  ///< worker 0's, or null
   std::size_t steps_per_epoch = 1;
   std::size_t points_per_epoch = 1;
   static constexpr std::size_t rebalance_every = 20;

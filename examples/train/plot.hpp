@@ -154,7 +154,7 @@ inline bool write_png(const std::string& path_png, const std::vector<plot_series
       for (auto [e, l] : x.loss) d << e << ' ' << l << '\n';
     }
     std::ofstream g(gp);
-    g << "set terminal pngcairo size 1000,440 font 'sans,10'\n"
+    g << "set terminal pngcairo noenhanced size 1000,440 font 'sans,10'\n"
       << "set output '" << path_png << "'\n"
       << "set multiplot layout 1,2 title '" << title << "'\n"
       << "set xlabel 'estimated energy (J)'\nset ylabel 'test accuracy (%)'\nset grid\n"

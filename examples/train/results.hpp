@@ -63,10 +63,14 @@ inline const mode_result* find_sync(const std::vector<mode_result>& rows) {
 inline void print_table(std::FILE* out, const run_info& info,
                         const std::vector<mode_result>& rows) {
   std::fprintf(out,
-               "\n%s: %zu train / %zu test images, MLP 784-64-32-10 (%zu parameters), %d ranks, "
+               "\n%s: %zu train / %zu test images, MLP 784-64-32-10 (%zu parameters), %d workers%s, "
                "%d epochs, batch %d per rank, lr %g, momentum %g%s%s\n",
                info.dataset.c_str(), info.train_samples, info.test_samples, info.parameters,
-               info.np, info.epochs, info.batch, info.lr, info.momentum,
+               info.np,
+               info.servers > 0
+                   ? greenreduce::detail::str(" + ", info.servers, " PS server(s)").c_str()
+                   : "",
+               info.epochs, info.batch, info.lr, info.momentum,
                info.straggler.rank >= 0
                    ? greenreduce::detail::str(", straggler rank ", info.straggler.rank, " x",
                                               info.straggler.factor)

@@ -17,7 +17,7 @@
 //
 // It prints, per mode, test accuracy, wall time, wire bytes per rank and the
 // estimated joules (energy/model.hpp; a RAPL reading too where one exists),
-// each against sync. --json, --csv (rank 0's per-step ledger) and --plot
+// each against sync. --json, --csv (worker 0's per-step ledger) and --plot
 // write the same numbers to files.
 //
 //   $ ./build/examples/train/train_demo                     # 4 local ranks, all modes
@@ -218,7 +218,7 @@ int rank_main(const ex::demo_options& opt, const std::vector<std::string>& modes
   }
   if (!opt.plot.empty()) {
     const auto data = ex::plot_data(rows);
-    const std::string title = "train_demo: " + std::to_string(world) + " ranks, " +
+    const std::string title = "train_demo: " + std::to_string(world) + " workers, " +
                               std::to_string(opt.epochs) + " epochs (energy: model, profile " +
                               opt.profile + ")";
     bool png = false;
