@@ -16,7 +16,7 @@ rank_outcome run_qsgd(rank_context& c, demo_world& w) {
 
 const register_mode qsgd_mode{mode_spec{
     "qsgd", "ring allreduce of QSGD gradients (4-bit levels of the bucket norm)", 45, false,
-    false, run_qsgd}};
+    true, run_qsgd}};
 
 }  // namespace
 }  // namespace greenreduce::examples
