@@ -96,7 +96,7 @@ std::uint8_t encode_one(float y, float maxv) noexcept {
   // Below the smallest normal, r = j * 2^(Emin - M) with j < 2^M: j is r's
   // significand shifted right; r == 0 (er = -127) gives 0.
   const std::int32_t sub =
-      er >= Emin - M ? ((rb & 0x7FFFFF) | 0x800000) >> (23 - M + Emin - er) : 0;
+      er >= Emin - M && er < Emin ? ((rb & 0x7FFFFF) | 0x800000) >> (23 - M + Emin - er) : 0;
   return static_cast<std::uint8_t>((er >= Emin ? normal : sub) | sgn);
 }
 
@@ -122,8 +122,11 @@ void encode_codes(const float* x, std::uint8_t* q, std::size_t n, float pre, flo
     const ib rb = xsimd::bitwise_cast<ib>((a + c) - c);
     const ib er = (rb >> 23) - ib(127);
     const ib normal = ((er + ib(Bias)) << M) | ((rb >> (23 - M)) & mmask);
-    const ib sub = xsimd::select(
-        er >= ib(Emin - M), ((rb & ib(0x7FFFFF)) | implicit) >> (ib(23 - M + Emin) - er), zero);
+    // The shift is only used below emin; clamped so that no lane ever shifts
+    // by a negative count or past 31.
+    const ib shift = xsimd::min(xsimd::max(ib(23 - M + Emin) - er, zero), ib(31));
+    const ib sub =
+        xsimd::select(er >= ib(Emin - M), ((rb & ib(0x7FFFFF)) | implicit) >> shift, zero);
     (xsimd::select(er >= emin, normal, sub) | sgn).store_aligned(lanes);
     for (std::size_t l = 0; l < w; ++l) q[i + l] = static_cast<std::uint8_t>(lanes[l]);
   }
