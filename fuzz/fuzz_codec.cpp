@@ -9,35 +9,15 @@
 #include <variant>
 #include <vector>
 
+#include "codec_specs.hpp"
 #include "fuzz_input.hpp"
 #include "greenreduce/codec/registry.hpp"
-
-namespace {
-constexpr std::array<std::string_view, 18> specs = {"none",
-                                                    "fp16",
-                                                    "bf16",
-                                                    "int8",
-                                                    "int8:bucket=64",
-                                                    "int8:stochastic",
-                                                    "ternary",
-                                                    "ternary:bucket=0",
-                                                    "ternary:bucket=256:clip=2.5",
-                                                    "topk",
-                                                    "topk:k=3",
-                                                    "randomk",
-                                                    "sign",
-                                                    "sign:bucket=32",
-                                                    "fp8",
-                                                    "fp8:e5m2:bucket=64",
-                                                    "qsgd",
-                                                    "qsgd:levels=1:bucket=8"};
-}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   namespace gr = greenreduce;
   static const std::vector<gr::codec::any_codec> codecs = [] {
     std::vector<gr::codec::any_codec> v;
-    for (auto s : specs) v.push_back(gr::codec::parse_codec(s));
+    for (auto s : gr::fuzz::codec_specs) v.push_back(gr::codec::parse_codec(s));
     return v;
   }();
   auto in = std::as_bytes(std::span(data, size));

@@ -8,6 +8,7 @@
 #include <variant>
 #include <vector>
 
+#include "codec_specs.hpp"
 #include "greenreduce/codec/registry.hpp"
 #include "greenreduce/core/frame.hpp"
 #include "greenreduce/core/rng.hpp"
@@ -70,24 +71,7 @@ bytes text(std::string_view s) {
 
 int main(int argc, char** argv) {
   const fs::path root = argc > 1 ? argv[1] : "fuzz/corpus";
-  const std::vector<std::string> specs = {"none",
-                                          "fp16",
-                                          "bf16",
-                                          "int8",
-                                          "int8:bucket=64",
-                                          "int8:stochastic",
-                                          "ternary",
-                                          "ternary:bucket=0",
-                                          "ternary:bucket=256:clip=2.5",
-                                          "topk",
-                                          "topk:k=3",
-                                          "randomk",
-                                          "sign",
-                                          "sign:bucket=32",
-                                          "fp8",
-                                          "fp8:e5m2:bucket=64",
-                                          "qsgd",
-                                          "qsgd:levels=1:bucket=8"};
+  const auto& specs = gr::fuzz::codec_specs;
   int k = 0;
   for (std::size_t c = 0; c < specs.size(); ++c)  // fuzz_codec: spec byte, n (u16), frame
     for (std::size_t n : {0, 1, 7, 300})
