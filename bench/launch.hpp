@@ -3,12 +3,10 @@
 // Under a launcher (torchrun, mpirun, srun: transport/rendezvous.hpp) this
 // process is one rank. Otherwise it spawns `np` copies of itself, torchrun
 // style: each gets RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1 and a MASTER_PORT
-// that was free a moment ago, and the parent returns the worst exit status.
+// from transport::spare_loopback_port(), and the parent returns the worst exit status.
 #pragma once
 
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +16,7 @@
 #include <vector>
 
 #include "greenreduce/core/error.hpp"
+#include "greenreduce/transport/local_port.hpp"
 #include "greenreduce/transport/tcp.hpp"
 
 namespace greenreduce::bench {
@@ -26,23 +25,6 @@ inline bool under_launcher() {
   for (const char* v : {"RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"})
     if (const char* s = std::getenv(v); s && *s) return true;
   return false;
-}
-
-/// A loopback TCP port that was free when asked (bind to port 0).
-inline int free_loopback_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) throw config_error("cannot create a socket to find a free port");
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    ::close(fd);
-    throw config_error("cannot bind a loopback socket to find a free port");
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
 }
 
 /// Runs `body(tcp&)` as one rank, or spawns np ranks of this program.
@@ -60,7 +42,7 @@ int run_tcp(int /*argc*/, char** argv, int np, Body&& body, bool isolate = false
     return 0;
   }
   const int n = np > 0 ? np : 1;
-  const std::string port = std::to_string(free_loopback_port());
+  const std::string port = std::to_string(transport::spare_loopback_port());
   std::vector<pid_t> kids;
   for (int r = 0; r < n; ++r) {
     const pid_t pid = ::fork();

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "greenreduce/c_api.h"
@@ -70,19 +71,34 @@ static int run(const char* codec) {
   return err <= size * (size / 2.0 * 1.1) / 127 + 1e-4 ? 0 : 1;
 }
 
-/* A TCP port that was free a moment ago. */
+/* A loopback TCP port nothing holds, drawn below the kernel's ephemeral range
+ * (which the ranks' own sockets use) so that no other socket takes it before
+ * rank 0 listens on it. */
 static int free_port(void) {
-  struct sockaddr_in a;
-  socklen_t len = sizeof a;
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd < 0 || bind(fd, (struct sockaddr*)&a, sizeof a) != 0 ||
-      getsockname(fd, (struct sockaddr*)&a, &len) != 0)
-    return -1;
-  close(fd);
-  return ntohs(a.sin_port);
+  int lo = 32768, hi = 0, tries;
+  FILE* f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+  if (f) {
+    if (fscanf(f, "%d %d", &lo, &hi) != 2 || lo <= 12000) lo = 32768;
+    fclose(f);
+  }
+  srand((unsigned)getpid() ^ (unsigned)time(NULL));
+  for (tries = 0; tries < 256; ++tries) {
+    const int port = 10000 + rand() % (lo - 10000);
+    const int one = 1;
+    struct sockaddr_in a;
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int ok;
+    if (fd < 0) return -1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons((unsigned short)port);
+    ok = bind(fd, (struct sockaddr*)&a, sizeof a) == 0;
+    close(fd);
+    if (ok) return port;
+  }
+  return -1;
 }
 
 int main(int argc, char** argv) {

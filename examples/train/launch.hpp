@@ -3,14 +3,12 @@
 // Under a launcher (torchrun, mpirun, srun: transport/rendezvous.hpp) this
 // process is one rank. Otherwise spawn() starts `np` copies of this program,
 // torchrun style: each gets RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1 and a
-// MASTER_PORT that was free a moment ago, and the parent returns the worst
-// exit status. With a `netns_prefix` (the demo's --link) rank r is started as
-// `ip netns exec <prefix>r ...` with MASTER_ADDR=10.77.0.1: the namespaces,
-// addresses and shaped links of bench/netns.sh.
+// MASTER_PORT from transport::spare_loopback_port(), and the parent returns
+// the worst exit status. With a `netns_prefix` (the demo's --link) rank r is
+// started as `ip netns exec <prefix>r ...` with MASTER_ADDR=10.77.0.1: the
+// namespaces, addresses and shaped links of bench/netns.sh.
 #pragma once
 
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -22,6 +20,7 @@
 #include <vector>
 
 #include "greenreduce/core/error.hpp"
+#include "greenreduce/transport/local_port.hpp"
 
 namespace greenreduce::examples {
 
@@ -29,23 +28,6 @@ inline bool under_launcher() {
   for (const char* v : {"RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"})
     if (const char* s = std::getenv(v); s && *s) return true;
   return false;
-}
-
-/// A loopback TCP port that was free when asked (bind to port 0).
-inline int free_loopback_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) throw config_error("cannot create a socket to find a free port");
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    ::close(fd);
-    throw config_error("cannot bind a loopback socket to find a free port");
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
 }
 
 /// Starts np ranks of this program with `argv` and waits for all of them.
@@ -61,7 +43,8 @@ inline int spawn(char** argv, int np, int servers = 0, const std::string& netns_
             "--link: network namespace ", netns_prefix, host_of(r),
             " does not exist; create the emulated hosts first with: sudo bench/netns.sh up ",
             np - servers, " RATE"));
-  const std::string port = std::to_string(netns_prefix.empty() ? free_loopback_port() : 29500);
+  const int master_port = netns_prefix.empty() ? transport::spare_loopback_port() : 29500;
+  const std::string port = std::to_string(master_port);
   std::vector<pid_t> kids;
   for (int r = 0; r < np; ++r) {
     const pid_t pid = ::fork();

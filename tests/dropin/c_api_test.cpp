@@ -4,6 +4,7 @@
 // usable after argument errors and unusable after a dead peer.
 #include "greenreduce/c_api.h"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -268,13 +269,30 @@ TEST_CASE("C API: a dead peer is GR_ERROR_PEER, and the communicator stays broke
           "[dropin][capi]") {
   const int p = 3;
   const auto port = gr::test::free_port();
+  // The survivors tell the last rank, through this pipe, that their first call
+  // completed: a peer that dies while another rank is still inside a call fails
+  // that call at once (the transport's documented rule), so dying earlier would
+  // make "before the death" depend on scheduling.
+  int done[2];
+  REQUIRE(::pipe(done) == 0);
   rank_group g(p, [&](int rank, rank_group::reporter& say) {
     gr_comm_t* c = join(rank, p, port, "10000");
     std::vector<float> x(100000, 1.0F);
     // Everyone completes one call, then the last rank dies.
     expect_code(c, gr_allreduce(x.data(), x.data(), x.size(), GR_FLOAT32, GR_SUM, c, "int8"),
                 GR_SUCCESS, "", "before the death");
-    if (rank == p - 1) ::_exit(0);
+    if (rank == p - 1) {
+      for (int got = 0; got < p - 1;) {
+        pollfd w{done[0], POLLIN, 0};
+        expect(::poll(&w, 1, 60000) == 1, "the survivors never finished their first call");
+        char b[8];
+        const auto n = ::read(done[0], b, static_cast<std::size_t>(p - 1 - got));
+        expect(n > 0, "reading the survivors' pipe");
+        got += static_cast<int>(n);
+      }
+      ::_exit(0);
+    }
+    expect(::write(done[1], "x", 1) == 1, "writing the survivors' pipe");
     const std::vector<float> before = x;
     const gr_result_t rc =
         gr_allreduce(x.data(), x.data(), x.size(), GR_FLOAT32, GR_SUM, c, "int8");
@@ -287,6 +305,8 @@ TEST_CASE("C API: a dead peer is GR_ERROR_PEER, and the communicator stays broke
     gr_comm_destroy(c);
   });
   const auto lines = g.collect(std::chrono::seconds(60), {0, 1});
+  ::close(done[0]);
+  ::close(done[1]);
   for (int r : {0, 1}) {
     REQUIRE(lines[static_cast<std::size_t>(r)]);
     const std::string& t = lines[static_cast<std::size_t>(r)]->text;

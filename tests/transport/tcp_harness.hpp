@@ -30,21 +30,16 @@
 #include <string>
 #include <vector>
 
+#include "greenreduce/transport/local_port.hpp"
+
 namespace greenreduce::test {
 
 using mono = std::chrono::steady_clock;
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (bind port 0).
+/// A TCP port on 127.0.0.1 that nothing holds and the kernel will not hand
+/// out to another socket (transport/local_port.hpp).
 inline std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) throw std::runtime_error("bind");
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
+  return transport::spare_loopback_port();
 }
 
 /// The environment each launcher would give rank `rank` of `size`.
