@@ -47,6 +47,7 @@
 // transports
 #include "greenreduce/transport/concept.hpp"
 #include "greenreduce/transport/inproc.hpp"
+#include "greenreduce/transport/local_port.hpp"
 // nvcc's front end cannot parse Boost.Asio 1.74: a .cu file gets everything
 // else from this header and includes the TCP transport from a .cpp instead.
 #if !defined(__CUDACC__)
