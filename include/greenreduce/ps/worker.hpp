@@ -157,7 +157,9 @@ class worker {
       h.step = steps_[k];
       h.length = spec.length;
       h.codec_hash = codec_.config_hash();
-      h.compute_ns = steps_[k] == 0 ? 0 : outside_ns_ - outside_at_push_[k];
+      h.compute_ns = steps_[k] == 0            ? 0
+                     : stated_compute_ns_ != 0 ? stated_compute_ns_
+                                               : outside_ns_ - outside_at_push_[k];
       h.payload_bytes = len;
       write_request(send_buf_, h);
       const int owner = place_.owner[k];
@@ -243,6 +245,19 @@ class worker {
   /// Samples this worker processes per step, reported with each push so the
   /// servers can measure its throughput (default 1: steps per second).
   void set_samples(std::uint32_t n) noexcept { samples_ = n; }
+
+  /// The compute time of one step, stated instead of measured: from now on
+  /// each push (after a key's first) reports `per_step` as the time since that
+  /// key's previous push, in place of the measured time spent outside the
+  /// library. For a step timed elsewhere (GPU events, a simulated slow node)
+  /// or a host whose wall clock is shared with other work. Zero (the default)
+  /// measures again; a negative duration is a config_error.
+  void set_compute_time(std::chrono::nanoseconds per_step) {
+    if (per_step.count() < 0)
+      throw config_error(detail::str("ps worker: set_compute_time(", per_step.count(),
+                                     " ns): a compute time cannot be negative"));
+    stated_compute_ns_ = static_cast<std::uint64_t>(per_step.count());
+  }
 
   /// Tells every server this worker is done. Idempotent; later pushes/pulls fail.
   void finish() {
@@ -387,6 +402,7 @@ class worker {
   byte_buffer send_buf_, recv_buf_;
   std::uint32_t samples_ = 1;
   std::uint64_t outside_ns_ = 0;
+  std::uint64_t stated_compute_ns_ = 0;  // set_compute_time(); 0: measure
   std::vector<std::uint64_t> outside_at_push_;
   clock::time_point last_return_;
   bool finished_ = false;
