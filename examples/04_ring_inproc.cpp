@@ -107,18 +107,6 @@ std::vector<float> gradient_of(int rank, std::size_t n, std::uint64_t seed) {
   return g;
 }
 
-/// The worst error of ONE encode of values of magnitude <= m, per codec family.
-/// fp16/bf16 round to nearest (half an ulp), int8 errs by at most a step of
-/// its bucket scale (m / 127); the few-level quantisers and the sparsifiers
-/// can lose a whole value, sign-flipped at worst: 2m.
-double one_encode_error(std::string_view codec, double m) {
-  if (codec == "none") return 0;
-  if (codec == "fp16") return std::ldexp(m, -11) + 0x1p-25;
-  if (codec == "bf16") return std::ldexp(m, -8);
-  if (codec.starts_with("int8")) return m / 127;
-  return 2 * m;
-}
-
 void print_report(const gr::report& r) {
   const auto& e = r.energy;
   std::printf("  op              %s\n", r.op.c_str());
@@ -173,9 +161,10 @@ int run_codec(const C& codec, const options& o, const gr::energy::model& model) 
     ++failed;
   };
 
-  // Against a float64 reference: the exact mean, and a bound that grows with
-  // the p encodes each element goes through and with fp32 summation rounding
-  // (Higham 2002, gamma_k = k u / (1 - k u)).
+  // Against a float64 reference: the exact mean, and the library's bound
+  // (collective/error_bound.hpp), which grows with the p encodes each element
+  // goes through (codec::encode_error_bound of each) and with fp32 summation
+  // rounding (Higham 2002, gamma_k = k u / (1 - k u)).
   std::vector<std::vector<float>> inputs;
   for (int r = 0; r < p; ++r) inputs.push_back(gradient_of(r, n, o.seed));
   double mmax = 0;
@@ -184,8 +173,7 @@ int run_codec(const C& codec, const options& o, const gr::energy::model& model) 
     for (const auto& in : inputs) mag += std::abs(in[i]);
     mmax = std::max(mmax, mag);
   }
-  const double u = 0x1p-24, gamma = 2.0 * p * u / (1 - 2.0 * p * u);
-  const double d = one_encode_error(codec.name(), 1.1 * mmax);
+  const gr::collective::ring_error_bound bound_of(codec, p, mmax, /*average=*/true);
   double worst = 0, worst_ratio = 0;
   for (std::size_t i = 0; i < n; ++i) {
     double exact = 0, mag = 0;
@@ -194,7 +182,7 @@ int run_codec(const C& codec, const options& o, const gr::energy::model& model) 
       mag += std::abs(in[i]);
     }
     exact /= p;
-    const double bound = (gamma * (mag + p * d) + p * d) / p + u * std::abs(exact);
+    const double bound = bound_of(mag, exact);
     const double err = std::abs(data[0][i] - exact);
     worst = std::max(worst, err);
     worst_ratio = std::max(worst_ratio, bound > 0 ? err / bound : err > 0 ? 2.0 : 0.0);

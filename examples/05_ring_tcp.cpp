@@ -105,17 +105,9 @@ std::vector<float> gradient_of(int rank, std::size_t n, std::uint64_t seed) {
   return g;
 }
 
-/// Example 04's bound: one encode errs by at most this for magnitudes <= m.
-double one_encode_error(std::string_view codec, double m) {
-  if (codec == "none") return 0;
-  if (codec == "fp16") return std::ldexp(m, -11) + 0x1p-25;
-  if (codec == "bf16") return std::ldexp(m, -8);
-  if (codec.starts_with("int8")) return m / 127;
-  return 2 * m;
-}
-
 /// Elements of `result` (the average over p ranks) beyond the codec's bound.
-std::size_t count_wrong(std::string_view codec, std::span<const float> result, int p,
+template <class Codec>
+std::size_t count_wrong(const Codec& codec, std::span<const float> result, int p,
                         std::uint64_t seed) {
   std::vector<std::vector<float>> in;
   for (int q = 0; q < p; ++q) in.push_back(gradient_of(q, result.size(), seed));
@@ -125,8 +117,7 @@ std::size_t count_wrong(std::string_view codec, std::span<const float> result, i
     for (const auto& x : in) mag += std::abs(x[i]);
     mmax = std::max(mmax, mag);
   }
-  const double u = 0x1p-24, gamma = 2.0 * p * u / (1 - 2.0 * p * u);
-  const double d = one_encode_error(codec, 1.1 * mmax);
+  const gr::collective::ring_error_bound bound(codec, p, mmax, /*average=*/true);
   std::size_t wrong = 0;
   for (std::size_t i = 0; i < result.size(); ++i) {
     double exact = 0, mag = 0;
@@ -135,8 +126,7 @@ std::size_t count_wrong(std::string_view codec, std::span<const float> result, i
       mag += std::abs(x[i]);
     }
     exact /= p;
-    const double bound = (gamma * (mag + p * d) + p * d) / p + u * std::abs(exact);
-    if (!(std::abs(result[i] - exact) <= bound)) ++wrong;
+    if (!(std::abs(result[i] - exact) <= bound(mag, exact))) ++wrong;
   }
   return wrong;
 }
@@ -168,7 +158,7 @@ bool rank_main(gr::transport::tcp& t, const C& codec, const options& o) {
     mine.seconds += rep.seconds;
     mine.joules += rep.energy.total_j();
   }
-  mine.wrong = count_wrong(codec.name(), grad, t.size(), o.seed);
+  mine.wrong = count_wrong(codec, grad, t.size(), o.seed);
 
   // Gather everyone's figures: a collective over the same transport.
   gr::collective::allgather<gr::transport::tcp> ag(t, sizeof(figures));

@@ -31,6 +31,7 @@
 #include "greenreduce/codec/bf16.hpp"
 #include "greenreduce/codec/checks.hpp"
 #include "greenreduce/codec/concept.hpp"
+#include "greenreduce/codec/error_bound.hpp"
 #include "greenreduce/codec/error_feedback.hpp"
 #include "greenreduce/codec/fp16.hpp"
 #include "greenreduce/codec/fp8.hpp"
@@ -61,6 +62,7 @@
 #include "greenreduce/collective/allgather.hpp"
 #include "greenreduce/collective/barrier.hpp"
 #include "greenreduce/collective/broadcast.hpp"
+#include "greenreduce/collective/error_bound.hpp"
 #include "greenreduce/collective/ring_allreduce.hpp"
 
 // parameter server
