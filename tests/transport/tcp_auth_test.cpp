@@ -246,7 +246,15 @@ TEST_CASE("tcp auth: a rank with another secret cannot join; every rank fails ty
   for (int r = 0; r < p; ++r) {
     INFO("rank " << r << ": " << (lines[r] ? lines[r]->text : "<no report>"));
     REQUIRE(lines[r]);
-    CHECK(lines[r]->text.rfind("timeout_error: ", 0) == 0);
-    if (r == 2) CHECK(lines[r]->text.find("auth") != std::string::npos);
+    const std::string& t = lines[r]->text;
+    // Rank 0 serves the store and times out waiting for rank 2; rank 1, still
+    // waiting on the store when rank 0's process ends, may see the store close
+    // before its own deadline: a peer_error naming the store, also typed.
+    const bool timed_out = t.rfind("timeout_error: ", 0) == 0;
+    const bool store_gone = r == 1 && t.rfind("peer_error: ", 0) == 0 &&
+                            t.find("rendezvous store") != std::string::npos;
+    CHECK((timed_out || store_gone));
+    if (r != 1) CHECK(timed_out);
+    if (r == 2) CHECK(t.find("auth") != std::string::npos);
   }
 }
