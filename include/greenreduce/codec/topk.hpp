@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -209,13 +210,13 @@ class topk {
 
  private:
   [[noreturn]] void fail_non_finite(std::span<const float> in, std::span<float> r,
-                                    const std::vector<std::uint64_t>& idx,
-                                    const std::vector<float>& val, std::size_t count) const;
+                                    const std::uint64_t* idx, const float* val,
+                                    std::size_t count) const;
 };
 
 inline void topk::fail_non_finite(std::span<const float> in, std::span<float> r,
-                                  const std::vector<std::uint64_t>& idx,
-                                  const std::vector<float>& val, std::size_t count) const {
+                                  const std::uint64_t* idx, const float* val,
+                                  std::size_t count) const {
   if (r.empty()) require_finite(name(), in);
   for (std::size_t j = 0; j < count; ++j) r[idx[j]] = val[j];  // r = e everywhere again
   std::size_t first = r.size();
@@ -242,8 +243,14 @@ inline std::size_t topk::encode_impl(std::span<const float> in, std::span<float>
   const std::size_t n = in.size(), k = k_of(n);
   require_output(name(), max_encoded_bytes(n), out.size());
   const bool ef = r.size() == n && n > 0 && r.data() != nullptr;
-  std::vector<std::uint64_t> idx;
-  std::vector<float> val;
+  // Scratch that every path overwrites before reading: allocated, not zeroed
+  // (zeroing 2k candidate slots, 4 MB at n = 2^24, measured ~2% of the encode).
+  std::unique_ptr<std::uint64_t[]> idx;
+  std::unique_ptr<float[]> val;
+  auto reserve = [&](std::size_t slots) {
+    idx = std::make_unique_for_overwrite<std::uint64_t[]>(slots);
+    val = std::make_unique_for_overwrite<float[]>(slots);
+  };
   std::size_t count = 0;
   bool done = false;
   if (mode_ == selection::sampled && n >= sampled_min_n && k <= n / 8) {
@@ -252,25 +259,25 @@ inline std::size_t topk::encode_impl(std::span<const float> in, std::span<float>
     const std::uint64_t rank = std::clamp<std::uint64_t>((5 * k * m + 4 * n - 1) / (4 * n), 1, m);
     // One strided pass gathers the sample's keys (two cache misses each with a
     // residual); the selection then scans the contiguous copy, twice.
-    std::vector<std::uint32_t> sample(m);
+    const auto sample = std::make_unique_for_overwrite<std::uint32_t[]>(m);
     if (ef)
       for (std::size_t j = 0, i = stride / 2; j < m; ++j, i += stride)
         sample[j] = kk::key(in[i] + r[i]);
     else
       for (std::size_t j = 0, i = stride / 2; j < m; ++j, i += stride) sample[j] = kk::key(in[i]);
     const kk::threshold t = kk::kth_largest(m, rank, [&](std::size_t j) { return sample[j]; });
-    idx.resize(2 * k);
-    val.resize(2 * k);
+    reserve(2 * k);
     const auto res = kk::gather(ef ? kk::source::input_plus_r : kk::source::input, in.data(),
                                 ef ? r.data() : nullptr, n, std::bit_cast<float>(t.key), 2 * k,
-                                idx.data(), val.data());
-    if (!res.finite) fail_non_finite(in, ef ? r : std::span<float>{}, idx, val, res.count);
+                                idx.get(), val.get());
+    if (!res.finite)
+      fail_non_finite(in, ef ? r : std::span<float>{}, idx.get(), val.get(), res.count);
     count = res.count;
     if (!res.overflow && count >= (k + 1) / 2) {
       if (count > k) {
         const kk::threshold tk =
             kk::kth_largest(count, k, [&](std::size_t j) { return kk::key(val[j]); });
-        count = kk::keep_selected(idx.data(), val.data(), count, tk, [&](std::uint64_t i, float v) {
+        count = kk::keep_selected(idx.get(), val.get(), count, tk, [&](std::uint64_t i, float v) {
           if (ef) r[i] = v;
         });
       }
@@ -281,7 +288,7 @@ inline std::size_t topk::encode_impl(std::span<const float> in, std::span<float>
   } else if (ef) {  // r = e = x + r, checked finite
     const auto res =
         kk::gather(kk::source::input_plus_r, in.data(), r.data(), n, INFINITY, 0, nullptr, nullptr);
-    if (!res.finite) fail_non_finite(in, r, idx, val, 0);
+    if (!res.finite) fail_non_finite(in, r, nullptr, nullptr, 0);
   }
   if (!done && k > 0) {  // exact selection over e (r when ef, else in)
     const float* e = ef ? r.data() : in.data();
@@ -290,8 +297,7 @@ inline std::size_t topk::encode_impl(std::span<const float> in, std::span<float>
       if (!res.finite) require_finite(name(), in);
     }
     const kk::threshold t = kk::kth_largest(n, k, [&](std::size_t i) { return kk::key(e[i]); });
-    idx.resize(k);
-    val.resize(k);
+    reserve(k);
     count = 0;
     std::uint64_t ties = t.ties;
     for (std::size_t i = 0; i < n; ++i) {
@@ -305,7 +311,7 @@ inline std::size_t topk::encode_impl(std::span<const float> in, std::span<float>
       }
     }
   }
-  return write_selected(idx.data(), val.data(), count, n, out);
+  return write_selected(idx.get(), val.get(), count, n, out);
 }
 
 inline std::size_t topk::write_selected(const std::uint64_t* idx, const float* val,
