@@ -17,6 +17,7 @@
 #include "greenreduce/codec/bf16.hpp"
 #include "greenreduce/codec/fp16.hpp"
 #include "greenreduce/codec/none.hpp"
+#include "greenreduce/cuda/device_codec.cuh"
 #include "greenreduce/cuda/frame.cuh"
 #include "greenreduce/cuda/math.hpp"
 
@@ -98,17 +99,17 @@ __global__ void dense_decode(const typename Rule::word* __restrict__ in, std::ui
 /// A dense 1:1 codec on device memory: fp16_codec, bf16_codec, none_codec.
 /// Frames must be aligned to the word size (2 or 4 bytes).
 template <class Rule>
-class dense_codec {
+class dense_codec : public device_codec<dense_codec<Rule>, typename Rule::host_codec> {
+  using base = device_codec<dense_codec<Rule>, typename Rule::host_codec>;
+
  public:
   static constexpr unsigned threads = 256;
   using host_codec = typename Rule::host_codec;
   using word = typename Rule::word;
+  using base::id;
+  using base::name;
 
-  explicit dense_codec(host_codec c = host_codec{}) : c_(c) {}
-  const host_codec& host() const noexcept { return c_; }
-  codec_id id() const noexcept { return c_.id(); }
-  std::string_view name() const noexcept { return c_.name(); }
-  std::size_t max_encoded_bytes(std::size_t n) const noexcept { return c_.max_encoded_bytes(n); }
+  explicit dense_codec(host_codec c = host_codec{}) : base(c) {}
 
   std::size_t encode_async(const float* in, std::size_t n, std::byte* out, std::size_t out_bytes,
                            rng& /*unused*/, const device_status& status,
@@ -147,27 +148,9 @@ class dense_codec {
                                     "); scale the gradient or choose a wider codec"));
   }
 
-  void decode_add(const std::byte* frame, std::size_t frame_bytes, float* acc, std::size_t n,
-                  cudaStream_t stream) const {
-    validate(frame, frame_bytes, n, stream);
-    apply<true>(frame, acc, n, stream);
-  }
-  void decode(const std::byte* frame, std::size_t frame_bytes, float* out, std::size_t n,
-              cudaStream_t stream) const {
-    validate(frame, frame_bytes, n, stream);
-    apply<false>(frame, out, n, stream);
-  }
-  void decode_add_trusted(const std::byte* frame, float* acc, std::size_t n,
-                          cudaStream_t stream) const {
-    apply<true>(frame, acc, n, stream);
-  }
-  /// out = decode(frame), unvalidated and asynchronous, like decode_add_trusted.
-  void decode_trusted(const std::byte* frame, float* out, std::size_t n,
-                      cudaStream_t stream) const {
-    apply<false>(frame, out, n, stream);
-  }
-
  private:
+  friend base;
+
   void validate(const std::byte* frame, std::size_t frame_bytes, std::size_t n,
                 cudaStream_t stream) const {
     require_aligned(frame, sizeof(word), "dense device frame");
@@ -185,8 +168,6 @@ class dense_codec {
         reinterpret_cast<const word*>(frame + frame_header_bytes), n, out);
     check_launch("dense_decode");
   }
-
-  host_codec c_;
 };
 
 using fp16_codec = dense_codec<fp16_rule>;

@@ -22,6 +22,7 @@
 #include <cuda/functional>
 
 #include "greenreduce/codec/int8.hpp"
+#include "greenreduce/cuda/device_codec.cuh"
 #include "greenreduce/cuda/frame.cuh"
 #include "greenreduce/cuda/math.hpp"
 
@@ -98,16 +99,11 @@ __global__ void int8_decode(const std::uint32_t* __restrict__ scales,
 
 /// codec::int8 on device memory. Pointers are device pointers; `out` and
 /// frames must be 4-byte aligned. Calls run on the caller's stream.
-class int8_codec {
+class int8_codec : public device_codec<int8_codec, codec::int8> {
  public:
   static constexpr unsigned threads = 256;
-  using host_codec = codec::int8;
 
-  explicit int8_codec(codec::int8 c = codec::int8{}) : c_(c) {}
-  const codec::int8& host() const noexcept { return c_; }
-  codec_id id() const noexcept { return c_.id(); }
-  std::string_view name() const noexcept { return c_.name(); }
-  std::size_t max_encoded_bytes(std::size_t n) const noexcept { return c_.max_encoded_bytes(n); }
+  explicit int8_codec(codec::int8 c = codec::int8{}) : device_codec<int8_codec, codec::int8>(c) {}
 
   /// Encodes without waiting: returns the frame size; a non-finite input is
   /// reported in `status` (the first index), the frame is then unspecified.
@@ -130,41 +126,9 @@ class int8_codec {
     return frame_header_bytes + payload;
   }
 
-  /// encode_async, then waits and throws numeric_error naming the first
-  /// non-finite element, like the CPU codec.
-  std::size_t encode(const float* in, std::size_t n, std::byte* out, std::size_t out_bytes, rng& g,
-                     cudaStream_t stream) const {
-    const device_status status;
-    const std::size_t len = encode_async(in, n, out, out_bytes, g, status, stream);
-    throw_if_non_finite(name(), status, in, stream);
-    return len;
-  }
-
-  /// Validates the frame (header on the host, scales on the device; waits for
-  /// the stream) and throws decode_error before writing anything, then adds.
-  void decode_add(const std::byte* frame, std::size_t frame_bytes, float* acc, std::size_t n,
-                  cudaStream_t stream) const {
-    validate(frame, frame_bytes, n, stream);
-    apply<true>(frame, acc, n, stream);
-  }
-  void decode(const std::byte* frame, std::size_t frame_bytes, float* out, std::size_t n,
-              cudaStream_t stream) const {
-    validate(frame, frame_bytes, n, stream);
-    apply<false>(frame, out, n, stream);
-  }
-  /// acc += decode(frame) with no validation and no wait: only for frames this
-  /// codec's encoder wrote for n elements (the device ring's hops).
-  void decode_add_trusted(const std::byte* frame, float* acc, std::size_t n,
-                          cudaStream_t stream) const {
-    apply<true>(frame, acc, n, stream);
-  }
-  /// out = decode(frame), unvalidated and asynchronous, like decode_add_trusted.
-  void decode_trusted(const std::byte* frame, float* out, std::size_t n,
-                      cudaStream_t stream) const {
-    apply<false>(frame, out, n, stream);
-  }
-
  private:
+  friend class device_codec<int8_codec, codec::int8>;
+
   void validate(const std::byte* frame, std::size_t frame_bytes, std::size_t n,
                 cudaStream_t stream) const {
     require_aligned(frame, 4, "int8 device frame");
@@ -207,8 +171,6 @@ class int8_codec {
         reinterpret_cast<const std::int8_t*>(p + 4 + 4 * c_.buckets(n)), n, c_.bucket(), out);
     check_launch("int8_decode");
   }
-
-  codec::int8 c_;
 };
 
 }  // namespace greenreduce::cuda

@@ -27,6 +27,7 @@
 #include <cuda/functional>
 
 #include "greenreduce/codec/ternary.hpp"
+#include "greenreduce/cuda/device_codec.cuh"
 #include "greenreduce/cuda/frame.cuh"
 #include "greenreduce/cuda/math.hpp"
 
@@ -128,16 +129,12 @@ __global__ void ternary_decode(const std::uint32_t* __restrict__ scales,
 
 /// codec::ternary on device memory (pointers are device pointers, frames
 /// 4-byte aligned, calls on the caller's stream).
-class ternary_codec {
+class ternary_codec : public device_codec<ternary_codec, codec::ternary> {
  public:
   static constexpr unsigned threads = 256;
-  using host_codec = codec::ternary;
 
-  explicit ternary_codec(codec::ternary c = codec::ternary{}) : c_(c) {}
-  const codec::ternary& host() const noexcept { return c_; }
-  codec_id id() const noexcept { return c_.id(); }
-  std::string_view name() const noexcept { return c_.name(); }
-  std::size_t max_encoded_bytes(std::size_t n) const noexcept { return c_.max_encoded_bytes(n); }
+  explicit ternary_codec(codec::ternary c = codec::ternary{})
+      : device_codec<ternary_codec, codec::ternary>(c) {}
 
   /// See int8_codec::encode_async. Advances `g` by kernels::ternary::blocks_for(n).
   std::size_t encode_async(const float* in, std::size_t n, std::byte* out, std::size_t out_bytes,
@@ -158,35 +155,10 @@ class ternary_codec {
     g.advance(greenreduce::kernels::ternary::blocks_for(n));
     return frame_header_bytes + payload;
   }
-  std::size_t encode(const float* in, std::size_t n, std::byte* out, std::size_t out_bytes, rng& g,
-                     cudaStream_t stream) const {
-    const device_status status;
-    const std::size_t len = encode_async(in, n, out, out_bytes, g, status, stream);
-    throw_if_non_finite(name(), status, in, stream);
-    return len;
-  }
-
-  void decode_add(const std::byte* frame, std::size_t frame_bytes, float* acc, std::size_t n,
-                  cudaStream_t stream) const {
-    validate(frame, frame_bytes, n, stream);
-    apply<true>(frame, acc, n, stream);
-  }
-  void decode(const std::byte* frame, std::size_t frame_bytes, float* out, std::size_t n,
-              cudaStream_t stream) const {
-    validate(frame, frame_bytes, n, stream);
-    apply<false>(frame, out, n, stream);
-  }
-  void decode_add_trusted(const std::byte* frame, float* acc, std::size_t n,
-                          cudaStream_t stream) const {
-    apply<true>(frame, acc, n, stream);
-  }
-  /// out = decode(frame), unvalidated and asynchronous, like decode_add_trusted.
-  void decode_trusted(const std::byte* frame, float* out, std::size_t n,
-                      cudaStream_t stream) const {
-    apply<false>(frame, out, n, stream);
-  }
 
  private:
+  friend class device_codec<ternary_codec, codec::ternary>;
+
   void validate(const std::byte* frame, std::size_t frame_bytes, std::size_t n,
                 cudaStream_t stream) const {
     require_aligned(frame, 4, "ternary device frame");
@@ -228,8 +200,6 @@ class ternary_codec {
         reinterpret_cast<const std::uint8_t*>(p + 4 + 4 * nb), n, c_.bucket(), out);
     check_launch("ternary_decode");
   }
-
-  codec::ternary c_;
 };
 
 }  // namespace greenreduce::cuda

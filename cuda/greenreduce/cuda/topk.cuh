@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "greenreduce/codec/topk.hpp"
+#include "greenreduce/cuda/device_codec.cuh"
 #include "greenreduce/cuda/frame.cuh"
 #include "greenreduce/cuda/math.hpp"
 
@@ -121,16 +122,11 @@ __global__ void topk_scatter(const std::uint32_t* __restrict__ idx, const float*
 }  // namespace kernels
 
 /// codec::topk on device memory (see the header comment).
-class topk_codec {
+class topk_codec : public device_codec<topk_codec, codec::topk> {
  public:
   static constexpr unsigned threads = 256;
-  using host_codec = codec::topk;
 
-  explicit topk_codec(codec::topk c) : c_(c) {}
-  const codec::topk& host() const noexcept { return c_; }
-  codec_id id() const noexcept { return c_.id(); }
-  std::string_view name() const noexcept { return c_.name(); }
-  std::size_t max_encoded_bytes(std::size_t n) const noexcept { return c_.max_encoded_bytes(n); }
+  explicit topk_codec(codec::topk c) : device_codec<topk_codec, codec::topk>(c) {}
 
   std::size_t encode(const float* in, std::size_t n, std::byte* out, std::size_t out_bytes,
                      rng& /*unused*/, cudaStream_t stream) const {
@@ -335,7 +331,6 @@ class topk_codec {
     GREENREDUCE_CUDA_CHECK(cudaStreamSynchronize(stream));  // before d_idx, d_val are freed
   }
 
-  codec::topk c_;
   mutable scratch s_;
 };
 
