@@ -17,7 +17,7 @@ case "$kind" in
   address) dir=build-asan; san=address,undefined ;;
   thread)
     dir=build-tsan; san=thread
-    targets=(--target transport_inproc_test transport_tcp_test collective_test
+    targets=(--target transport_inproc_test transport_tcp_test transport_noauth_test collective_test
              collective_tcp_test ps_test ps_tcp_test)
     select=(--label-regex 'transport|collective|ps') ;;
   *) gr_log "unknown sanitizer '$kind' (expected address or thread)"; exit 2 ;;
