@@ -170,6 +170,8 @@ int rank_main(const ex::demo_options& opt, const std::vector<std::string>& modes
       r.rank_wall_s.push_back(v[0]);
       r.rank_wire_bytes.push_back(v[1]);
       r.rank_joules.push_back(e.total_j());
+      r.rank_samples.push_back(v[2]);
+      r.rank_compute_s.push_back(v[7]);
       for (std::size_t i = 0; i < loss_sum.size(); ++i)
         loss_sum[i] += v[packed_scalars + i] / world;
     }
