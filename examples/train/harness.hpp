@@ -17,12 +17,14 @@
 //               so that a round of pushes moves the parameters as much as one
 //               sync step (train_ps).
 //
-// `--straggler R:F` makes rank R sleep (F - 1) x its compute time after every
-// gradient. `--balance` resizes batches in proportion to measured throughput
-// (samples per second of compute, sleep included): the ring modes allgather
-// the rates every `rebalance_every` steps; the PS modes ask the server's
-// shares (ps::worker::shares). Either way the gradient is weighted by its
-// batch so the update is the mean over all samples of the step.
+// `--straggler R:F` makes rank R's compute take F x as long (it sleeps, then
+// spins to that deadline): a slow node. `--balance` resizes batches every `rebalance_every`
+// steps in proportion to measured throughput (samples per second of compute,
+// a straggler's slowdown included; balance.hpp): sync carries the rates inside
+// its gradient allreduce, the lossy ring modes allgather them, the PS modes
+// ask the server's shares (ps::worker::shares). Either way the gradient is
+// weighted by its batch so the update is the mean over all samples of the
+// step.
 //
 // Energy: each rank annotates its communication reports with energy::model
 // and adds a "compute" report per step (training FLOPs and memory traffic,
@@ -42,10 +44,12 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <type_traits>
 
 #include <unistd.h>
 #include <vector>
 
+#include "balance.hpp"
 #include "greenreduce/codec/error_feedback.hpp"
 #include "greenreduce/codec/none.hpp"
 #include "greenreduce/collective/allgather.hpp"
@@ -174,7 +178,7 @@ class account {
 /// What one rank sends to rank 0 after a mode.
 struct rank_outcome {
   double wall_s = 0, wire_bytes = 0, samples = 0;
-  double compute_s = 0;   ///< gradient computation (straggler sleep included)
+  double compute_s = 0;   ///< gradient computation (a straggler's slowdown included)
   double exchange_s = 0;  ///< pulls, pushes, allreduces, rebalancing: waiting included
   energy_estimate energy;
   std::vector<double> loss;   ///< mean training loss per point (points_per_epoch per epoch)
@@ -193,6 +197,10 @@ struct rank_context {
   std::size_t steps_per_epoch = 1;
   std::size_t points_per_epoch = 1;
   static constexpr std::size_t rebalance_every = 20;
+  /// This rank's measured throughput (samples per second of compute, a
+  /// straggler's slowdown included; exponential average), set by train_loop
+  /// before every exchange so that an exchange can carry it (train_ring).
+  double compute_rate = 0;
 };
 
 /// Progress bar of rank 0 on stderr, one line per epoch.
@@ -257,9 +265,19 @@ void train_loop(rank_context& c, const std::string& mode, bool local_optimizer, 
       data.next(b, x, y);
       const float loss = net.loss_and_gradient(params, x.data(), y.data(), b, grad);
       const double work_s = since(t0);
-      if (slow)
-        std::this_thread::sleep_for(
-            std::chrono::duration<double>((c.opt.straggler.factor - 1) * work_s));
+      // The slow node: its compute takes factor x as long, and no longer. A
+      // plain sleep overshoots on a loaded host (the wait for a core after
+      // waking: at factor 2 and load 15 a step took about 5x as long), so it
+      // sleeps until 1 ms before the end and spins the rest, busy as a slow
+      // CPU is.
+      if (slow) {
+        const auto until = t0 + std::chrono::duration_cast<steady::duration>(
+                                    std::chrono::duration<double>(c.opt.straggler.factor * work_s));
+        if (until - steady::now() > std::chrono::milliseconds(2))
+          std::this_thread::sleep_until(until - std::chrono::milliseconds(1));
+        while (steady::now() < until) {
+        }
+      }
       const double compute_s = since(t0);
       out.compute_s += compute_s;
       acc.add(compute_report(P, b, c.train.features(), 64 + 32 + 10, compute_s, local_optimizer),
@@ -267,6 +285,7 @@ void train_loop(rank_context& c, const std::string& mode, bool local_optimizer, 
       out.samples += static_cast<double>(b);
       const double r = static_cast<double>(b) / std::max(compute_s, 1e-9);
       rate = rate == 0 ? r : 0.7 * rate + 0.3 * r;
+      c.compute_rate = rate;
       const auto x0 = steady::now();
       exchange(grad, b, step);
       out.exchange_s += since(x0);
@@ -321,7 +340,15 @@ rank_outcome train_ring(rank_context& c, demo_world& world, const std::string& m
   ro.error_feedback = chunk_ef;
   ro.seed = c.opt.seed;
   ro.keep_input = false;
-  collective::ring_allreduce<Codec, Transport> ring(t, P, codec, ro);
+  // --balance: with an exact codec the rates ride in the gradient's own
+  // allreduce, np slots after the gradient; lossy codecs allgather them
+  // (balance.hpp says why).
+  constexpr bool exact = std::is_same_v<Codec, codec::none>;
+  const bool carry_rates = exact && c.opt.balance;
+  const std::size_t slots = carry_rates ? static_cast<std::size_t>(c.world) : 0;
+  std::vector<float> wide(carry_rates ? P + slots : 0);
+  std::vector<double> rates(static_cast<std::size_t>(c.world), 0.0);
+  collective::ring_allreduce<Codec, Transport> ring(t, P + slots, codec, ro);
   std::optional<codec::error_feedback<Codec>> ef;
   byte_buffer frame;
   rng g(c.opt.seed, static_cast<std::uint64_t>(c.rank));
@@ -361,7 +388,17 @@ rank_outcome train_ring(rank_context& c, demo_world& world, const std::string& m
             extra.compute_ops = ew.ops + dw.ops;
           }
         }
-        report r = ring.run(grad, collective::reduce_op::average);
+        report r;
+        if (carry_rates) {
+          std::copy(grad.begin(), grad.end(), wide.begin());
+          const auto tail = std::span<float>(wide).subspan(P);
+          put_rate(tail, c.rank, c.compute_rate);
+          r = ring.run(wide, collective::reduce_op::average);
+          std::copy(wide.begin(), wide.begin() + static_cast<std::ptrdiff_t>(P), grad.begin());
+          take_rates(tail, c.world, rates);
+        } else {
+          r = ring.run(grad, collective::reduce_op::average);
+        }
         r.memory_bytes += extra.memory_bytes;
         r.compute_ops += extra.compute_ops;
         acc.add(r, step);
@@ -377,23 +414,20 @@ rank_outcome train_ring(rank_context& c, demo_world& world, const std::string& m
         }
       },
       [&](double rate, std::uint64_t step) {
-        report r;
-        r.op = "allgather";
-        r.algo = "rates";
-        const std::uint64_t s0 = t.bytes_sent(), r0 = t.bytes_received();
-        const auto a0 = steady::now();
-        const auto all = rates_ag.run(std::as_bytes(std::span<const double>(&rate, 1)));
-        std::vector<double> rates(all.size());
-        for (std::size_t q = 0; q < all.size(); ++q) std::memcpy(&rates[q], all[q].data(), 8);
-        const double sum = std::accumulate(rates.begin(), rates.end(), 0.0);
-        const double global = static_cast<double>(c.opt.batch) * c.world;
-        for (std::size_t q = 0; q < rates.size(); ++q)
-          batches[q] = std::max<std::size_t>(
-              1, static_cast<std::size_t>(std::lround(global * rates[q] / sum)));
-        r.bytes_sent = t.bytes_sent() - s0;
-        r.bytes_received = t.bytes_received() - r0;
-        r.seconds = since(a0);
-        acc.add(r, step);
+        if (!carry_rates) {
+          report r;
+          r.op = "allgather";
+          r.algo = "rates";
+          const std::uint64_t s0 = t.bytes_sent(), r0 = t.bytes_received();
+          const auto a0 = steady::now();
+          const auto all = rates_ag.run(std::as_bytes(std::span<const double>(&rate, 1)));
+          for (std::size_t q = 0; q < all.size(); ++q) std::memcpy(&rates[q], all[q].data(), 8);
+          r.bytes_sent = t.bytes_sent() - s0;
+          r.bytes_received = t.bytes_received() - r0;
+          r.seconds = since(a0);
+          acc.add(r, step);
+        }
+        batches = balanced_batches(rates, c.opt.batch, std::move(batches));
         return batches[static_cast<std::size_t>(c.rank)];
       });
   out.wire_bytes = static_cast<double>(t.bytes_sent() + t.bytes_received() - wire0);
@@ -465,11 +499,19 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
     const double total_updates = static_cast<double>(end_step) * c.world;
     const double lr0 = m_ps > 0 ? lr_ps * (1 - m_push) / (c.world * (1 - m_ps)) : lr_ps / c.world;
     const auto mom = static_cast<float>(m_push);
+    // Warm-up (Goyal et al., "Accurate, Large Minibatch SGD", 2017): the
+    // learning rate ramps up linearly over the first 5% of the updates. The
+    // compensated rate is 8.5 x sync's with 4 workers, and at the start every
+    // worker pushes gradients of nearly the same parameters; without the ramp
+    // a run over shaped links (bench/netns.sh, 1gbit) killed the network
+    // within its first 50 steps (loss stuck at ln 10, 10% accuracy).
+    const double warmup = std::max(1.0, total_updates / 20);
     const ps::update_rule rule{
         1, [=](const ps::update_context& ctx, std::span<float> p, std::span<const float> g,
                std::span<float> v) {
-          const auto lr =
-              static_cast<float>(lr0 * lr_factor(static_cast<double>(ctx.step) / total_updates));
+          const double ramp = std::min(1.0, static_cast<double>(ctx.step + 1) / warmup);
+          const auto lr = static_cast<float>(
+              ramp * lr0 * lr_factor(static_cast<double>(ctx.step) / total_updates));
           for (std::size_t i = 0; i < p.size(); ++i) {
             v[i] = mom * v[i] + g[i];
             p[i] -= lr * v[i];

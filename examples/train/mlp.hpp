@@ -34,8 +34,8 @@ class mlp {
 
   explicit mlp(std::vector<int> sizes = {784, 64, 32, 10}) : sizes_(std::move(sizes)) {
     if (sizes_.size() < 2)
-      throw config_error(greenreduce::detail::str("an MLP needs at least 2 layer sizes, got ",
-                                                  sizes_.size()));
+      throw config_error(
+          greenreduce::detail::str("an MLP needs at least 2 layer sizes, got ", sizes_.size()));
     std::size_t off = 0;
     for (std::size_t l = 1; l < sizes_.size(); ++l) {
       if (sizes_[l] <= 0 || sizes_[l - 1] <= 0) throw config_error("MLP layer sizes must be > 0");
@@ -67,77 +67,19 @@ class mlp {
   /// Mean cross-entropy of the batch; writes its mean gradient into `grad`.
   /// `x` holds `batch` samples of inputs() floats each, `y` their labels.
   float loss_and_gradient(std::span<const float> params, const float* x, const std::uint8_t* y,
-                          std::size_t batch, std::span<float> grad) {
-    check(params.size(), "parameters");
-    check(grad.size(), "gradient");
-    const int b = static_cast<int>(batch);
-    forward(params, x, b);
-    const std::size_t layers = sizes_.size() - 1;
-    matrix& p = act_[layers];  // softmax probabilities
-    float loss = 0;
-    for (int j = 0; j < b; ++j) {
-      loss -= std::log(std::max(p(y[j], j), 1e-30F));
-      p(y[j], j) -= 1.0F;
-    }
-    matrix dz = p / static_cast<float>(b);
-    for (std::size_t l = layers; l-- > 0;) {
-      map dw(grad.data() + w_off_[l], sizes_[l + 1], sizes_[l]);
-      vmap db(grad.data() + b_off_[l], sizes_[l + 1]);
-      if (l == 0) {
-        cmap xin(x, sizes_[0], b);
-        dw.noalias() = dz * xin.transpose();
-      } else {
-        dw.noalias() = dz * act_[l].transpose();
-      }
-      db = dz.rowwise().sum();
-      if (l > 0) {
-        cmap w(params.data() + w_off_[l], sizes_[l + 1], sizes_[l]);
-        matrix da = w.transpose() * dz;
-        dz = da.cwiseProduct((pre_[l - 1].array() > 0.0F).cast<float>().matrix());
-      }
-    }
-    return loss / static_cast<float>(b);
-  }
+                          std::size_t batch, std::span<float> grad);
 
   /// Predicted classes of `batch` samples (argmax of the logits).
-  void predict(std::span<const float> params, const float* x, std::size_t batch,
-               std::uint8_t* out) {
-    check(params.size(), "parameters");
-    forward(params, x, static_cast<int>(batch));
-    const matrix& p = act_[sizes_.size() - 1];
-    for (int j = 0; j < static_cast<int>(batch); ++j) {
-      Eigen::Index best = 0;
-      p.col(j).maxCoeff(&best);
-      out[j] = static_cast<std::uint8_t>(best);
-    }
-  }
+  void predict(std::span<const float> params, const float* x, std::size_t batch, std::uint8_t* out);
 
  private:
   void check(std::size_t n, const char* what) const {
     if (n != count_)
-      throw config_error(greenreduce::detail::str("MLP ", what, " span has ", n,
-                                                  " floats, expected ", count_));
+      throw config_error(
+          greenreduce::detail::str("MLP ", what, " span has ", n, " floats, expected ", count_));
   }
 
-  void forward(std::span<const float> params, const float* x, int b) {
-    const std::size_t layers = sizes_.size() - 1;
-    act_.resize(layers + 1);
-    pre_.resize(layers);
-    for (std::size_t l = 0; l < layers; ++l) {
-      cmap w(params.data() + w_off_[l], sizes_[l + 1], sizes_[l]);
-      cvmap bias(params.data() + b_off_[l], sizes_[l + 1]);
-      matrix& z = pre_[l];
-      if (l == 0) z.noalias() = w * cmap(x, sizes_[0], b);
-      else z.noalias() = w * act_[l];
-      z.colwise() += bias;
-      if (l + 1 < layers) {
-        act_[l + 1] = z.cwiseMax(0.0F);
-      } else {  // softmax, shifted by the column max for stability
-        matrix e = (z.rowwise() - z.colwise().maxCoeff()).array().exp().matrix();
-        act_[l + 1] = e.array().rowwise() / e.colwise().sum().array();
-      }
-    }
-  }
+  void forward(std::span<const float> params, const float* x, int b);
 
   std::vector<int> sizes_;
   std::vector<std::size_t> w_off_, b_off_;

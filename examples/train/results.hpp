@@ -30,6 +30,7 @@ struct mode_result {
   double measured_j = NAN;                      ///< meter reading of the machine, NaN when none
   std::vector<std::pair<double, double>> loss;  ///< (epoch, mean training loss over ranks)
   std::vector<double> rank_wire_bytes, rank_joules, rank_wall_s;  ///< per worker
+  std::vector<double> rank_samples, rank_compute_s;               ///< per worker (--balance)
   double compute_s = 0;   ///< mean over workers: gradient computation (straggler sleep included)
   double exchange_s = 0;  ///< mean over workers: time in the mode's exchange (waits included)
   double server_wire_bytes = 0;  ///< PS modes: bytes of the server rank(s), all of them
@@ -154,6 +155,8 @@ inline void write_json(std::ostream& os, const run_info& info,
       w.begin_object();
       w.member("rank", u(i)).member("wall_s", r.rank_wall_s[i]);
       w.member("wire_bytes", r.rank_wire_bytes[i]).member("energy_j", r.rank_joules[i]);
+      if (i < r.rank_samples.size()) w.member("samples", r.rank_samples[i]);
+      if (i < r.rank_compute_s.size()) w.member("compute_s", r.rank_compute_s[i]);
       w.end_object();
     }
     w.end_array();

@@ -6,7 +6,7 @@
 //
 //   sync     ring allreduce of fp32 gradients (the baseline)
 //   async    parameter server, bounded staleness (SSP), fp32 pushes and pulls
-//   hybrid   the same PS with top-k pushes (error feedback) and bf16 pulls
+//   hybrid   the same PS with int8 pushes (error feedback) and bf16 pulls
 //   int8     ring allreduce with int8 gradients (per-bucket scale)
 //   ternary  ring allreduce with TernGrad (2 bits per value)
 //   topk     ring with top-k gradients, error feedback on each rank's gradient
@@ -25,6 +25,7 @@
 //   $ torchrun --nproc-per-node 5 ./build/examples/train/train_demo   (1 server + 4 workers)
 //
 // Argument errors print a message and exit with status 2.
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -84,6 +85,12 @@ constexpr std::size_t packed_scalars = 9;
 int rank_main(const ex::demo_options& opt, const std::vector<std::string>& modes, int servers,
               const std::string& launcher) {
   auto topt = gr::transport::tcp_options::from_env();
+  // A server sits out the ring modes waiting in the outcome allgather below,
+  // as long as the workers train; on a loaded host one mode can take longer
+  // than the default 30 s bound. Its wait gets 10 minutes unless
+  // GREENREDUCE_TIMEOUT_MS says otherwise; the workers keep the default.
+  if (topt.rank < servers && std::getenv("GREENREDUCE_TIMEOUT_MS") == nullptr)
+    topt.timeout = std::chrono::minutes(10);
   // Every rank of a PS job isolates peer failures (docs/parameter_server.md).
   topt.isolate_peer_failures = servers > 0;
   gr::transport::tcp t(topt);
@@ -170,6 +177,8 @@ int rank_main(const ex::demo_options& opt, const std::vector<std::string>& modes
       r.rank_wall_s.push_back(v[0]);
       r.rank_wire_bytes.push_back(v[1]);
       r.rank_joules.push_back(e.total_j());
+      r.rank_samples.push_back(v[2]);
+      r.rank_compute_s.push_back(v[7]);
       for (std::size_t i = 0; i < loss_sum.size(); ++i)
         loss_sum[i] += v[packed_scalars + i] / world;
     }
