@@ -489,8 +489,9 @@ class tcp_engine {
   // thread, which writes the rest.
   bool send_from_caller(const std::shared_ptr<tcp_op>& op) {
 #if !defined(MSG_NOSIGNAL)
+    (void)op;
     return false;  // no per-call SIGPIPE suppression: the io thread writes everything
-#endif
+#else
     const auto& c = conns_[static_cast<std::size_t>(op->peer)];
     if (!c) return false;
     std::unique_lock tx(c->tx_mu);
@@ -529,6 +530,7 @@ class tcp_engine {
     tx.unlock();
     net::post(io_, [this, c] { pump_write(c); });
     return true;
+#endif
   }
 
   void pump_write(const std::shared_ptr<conn>& c) {
