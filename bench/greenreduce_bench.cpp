@@ -6,7 +6,9 @@
 //
 // For every size and codec it times `--iters` in-place ring allreduces (after
 // `--warmup` untimed ones) and prints, on rank 0, one row: size, count, codec,
-// algo, np, time(us) (mean of rank 0's report.seconds), algbw = size / time,
+// algo, np, time(us) (mean of rank 0's report.seconds; each timed run starts
+// after the input is reset and a barrier, so no rank's reset copy is timed),
+// algbw = size / time,
 // busbw = algbw * 2(np-1)/np (GB = 1e9 bytes), wire bytes (bytes_sent +
 // bytes_received of rank 0 for one operation), ratio (raw_bytes / bytes_sent)
 // and #wrong. `--json` prints one JSON object per line instead.
@@ -342,6 +344,9 @@ void rank_main(Transport& t, const config& c) {
             gr::report rep;
             for (int i = 0; i < c.iters; ++i) {
               work = input;
+              // Start together: rank 0's time is then the allreduce's own, not
+              // also the wait for a peer still copying its input.
+              gr::collective::barrier(t);
               rep = ring.run(work, c.op);
               seconds += rep.seconds;
               energy_j += rep.energy.total_j();

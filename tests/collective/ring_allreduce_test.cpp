@@ -354,6 +354,87 @@ TEST_CASE("ring allreduce: a rank dying mid-run fails every survivor fast", "[ri
   }
 }
 
+namespace {
+
+// inproc whose rank dies (as if its process crashed) at its k-th send: a
+// failure at a chosen point of the raw fp32 ring, which has no codec to hook.
+struct dying_inproc {
+  using send_request = inproc::send_request;
+  using recv_request = inproc::recv_request;
+  inproc& t;
+  transport::inproc_world& world;
+  int die_at = -1;
+  int sends = 0;
+  int rank() const { return t.rank(); }
+  int size() const { return t.size(); }
+  send_request isend(int peer, std::span<const std::byte> out) {
+    if (sends++ == die_at) world.kill(t.rank());
+    return t.isend(peer, out);
+  }
+  recv_request irecv(int peer, std::span<std::byte> in) { return t.irecv(peer, in); }
+  void wait(send_request& r) { t.wait(r); }
+  std::size_t wait(recv_request& r) { return t.wait(r); }
+  void send(int peer, std::span<const std::byte> out) {
+    auto r = isend(peer, out);
+    wait(r);
+  }
+  std::size_t recv(int peer, std::span<std::byte> in) { return t.recv(peer, in); }
+  std::size_t sendrecv(int dst, std::span<const std::byte> out, int src, std::span<std::byte> in) {
+    auto s = isend(dst, out);
+    const std::size_t len = t.recv(src, in);
+    wait(s);
+    return len;
+  }
+  std::uint64_t bytes_sent() const { return t.bytes_sent(); }
+  std::uint64_t bytes_received() const { return t.bytes_received(); }
+  void abort() noexcept { t.abort(); }
+};
+static_assert(transport::transport<dying_inproc>);
+
+}  // namespace
+
+TEST_CASE("ring allreduce, raw fp32: a rank dying in either phase leaves survivors' input intact",
+          "[ring][failure]") {
+  // p = 3, 50000 floats in 4 KiB segments: 2 agreement sends, then 34 sends
+  // of the reduce-scatter and 34 of the allgather per rank. Rank 0 receives
+  // every one of rank 2's messages, so it always fails; rank 1 may finish.
+  const int p = 3;
+  const std::size_t n = 50000;
+  for (int die_at : {2, 5, 20, 35, 36, 50, 69}) {
+    INFO("rank 2 dies at its send " << die_at);
+    transport::inproc_world world(p, {2000ms});
+    std::vector<std::vector<float>> data(p), before(p);
+    for (int r = 0; r < p; ++r) {
+      data[static_cast<std::size_t>(r)] = input(r, n, 31);
+      before[static_cast<std::size_t>(r)] = data[static_cast<std::size_t>(r)];
+    }
+    auto errors = test::on_ranks(world, [&](inproc& t) {
+      dying_inproc d{t, world, t.rank() == 2 ? die_at : -1};
+      ring_options opts;
+      opts.segment_bytes = 4096;
+      collective::ring_allreduce<codec::none, dying_inproc> ring(d, n, codec::none{}, opts);
+      ring.run(data[static_cast<std::size_t>(t.rank())]);
+    });
+    REQUIRE(errors[0]);
+    for (int r = 0; r < 2; ++r) {
+      INFO("rank " << r);
+      const auto ur = static_cast<std::size_t>(r);
+      if (errors[ur]) {
+        REQUIRE_THROWS_MATCHES(std::rethrow_exception(errors[ur]), peer_error,
+                               test::what_has("input left unchanged"));
+        CHECK(test::bit_equal(data[ur], before[ur]));
+      } else {  // finished before the death mattered to it: the full sum
+        std::size_t off = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+          const double want = double(before[0][i]) + double(before[1][i]) + double(before[2][i]);
+          off += std::abs(double(data[ur][i]) - want) > 1e-5 * (1 + std::abs(want));
+        }
+        CHECK(off == 0);
+      }
+    }
+  }
+}
+
 TEST_CASE("ring allreduce is unusable after a transport error", "[ring][failure]") {
   transport::inproc_world world(2, {100ms});
   auto t = world.rank(0);

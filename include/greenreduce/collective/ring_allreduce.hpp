@@ -36,9 +36,14 @@
 // the field and two ranks that differ; the data is untouched.
 //
 // Errors: after agreement, an error leaves `data` as the caller passed it when
-// `keep_input` (default: a copy is made before the first write) and the
-// message ends "input left unchanged"; without it the message ends "input
-// partially reduced (contents unspecified)". Only mismatch_error leaves the
+// `keep_input` (default: every element is saved before its first write) and
+// the message ends "input left unchanged"; without it the message ends "input
+// partially reduced (contents unspecified)". Coded frames save the whole input
+// with one copy up front. Raw fp32 saves as it goes: the reduce-scatter's add
+// kernel stores each element it is about to add into (every chunk but chunk
+// r, once each), and chunk r, which only the allgather overwrites, is copied
+// before the allgather begins; an error restores just what was saved, which
+// is everything written so far. Only mismatch_error leaves the
 // object usable; after any other error it (and the transport) is unusable, and
 // the transport is aborted when it offers abort(), so peers fail fast.
 //
@@ -46,7 +51,9 @@
 // header included); raw_bytes is what the fp32 ring sends from this rank,
 // 4 * (2n - |chunk r+1| - |chunk r+2|) (= 2(p-1)/p * 4n up to chunk rounding;
 // 0 for p = 1); memory_bytes/compute_ops sum the codec's encode_work and
-// decode_work of every call, plus 8n for the input copy when keep_input.
+// decode_work of every call, plus the saved input when keep_input (8n bytes
+// for the copy; raw fp32: 4 per element saved in the add, 8 per element of
+// chunk r).
 #pragma once
 
 #include <algorithm>
@@ -103,9 +110,9 @@ constexpr std::string_view to_string(algorithm a) noexcept {
 
 struct ring_options {
   std::size_t segment_bytes = 4 << 20;  ///< fp32 bytes per pipelined segment (>= 4)
-  bool error_feedback = false;             ///< residual on the owned chunk's allgather encode
-  bool keep_input = true;                  ///< copy the input so that an error leaves it unchanged
-  std::uint64_t seed = 0;                  ///< seed of the codec rng (stream = rank)
+  bool error_feedback = false;          ///< residual on the owned chunk's allgather encode
+  bool keep_input = true;               ///< save the input so that an error leaves it unchanged
+  std::uint64_t seed = 0;               ///< seed of the codec rng (stream = rank)
   algorithm algo = algorithm::automatic;
   /// The model that fills every report's energy estimate; empty means
   /// energy::default_model() (GREENREDUCE_ENERGY_* of the process).
@@ -294,8 +301,7 @@ class ring_allreduce {
   /// in the result's units (after averaging). Empty without error_feedback,
   /// before the first such run, and for exact fp32 (nothing to feed back).
   std::span<const float> residual() const noexcept {
-    if (!opts_.error_feedback || residual_.empty() ||
-        residual_n_ == static_cast<std::size_t>(-1))
+    if (!opts_.error_feedback || residual_.empty() || residual_n_ == static_cast<std::size_t>(-1))
       return {};
     const auto own = ring_detail::chunk(residual_n_, p_, ring_detail::mod(r_ + 1, p_));
     return std::span<const float>(residual_).first(own.count);
@@ -333,9 +339,12 @@ class ring_allreduce {
       if (p_ > 1) {
         agree(n, op, algo);
         if (n > 0) {
-          if (opts_.keep_input) {
+          saved_pieces_ = 0;
+          saved_all_ = false;
+          if (opts_.keep_input && !raw_path) {
             std::memcpy(backup_.data(), data.data(), n * sizeof(float));
             w.memory_bytes += 8 * n;
+            saved_all_ = true;
           }
           modified = true;
           if (algo == algorithm::ring)
@@ -353,7 +362,7 @@ class ring_allreduce {
       std::string suffix = "; input left unchanged";
       if (modified) {
         if (opts_.keep_input)
-          std::memcpy(data.data(), backup_.data(), n * sizeof(float));
+          restore(data);
         else
           suffix = "; input partially reduced (contents unspecified)";
       }
@@ -390,6 +399,19 @@ class ring_allreduce {
   std::string length_too_long(std::size_t n) const {
     return detail::str("ring_allreduce on rank ", r_, ": length ", n, " exceeds the max_count ",
                        max_count_, " it was built for");
+  }
+
+  // Puts back what keep_input saved: everything, or (raw fp32, during the
+  // reduce-scatter) the first saved_pieces_ receives of that phase, which are
+  // still listed in recvs_ and are the only elements written so far.
+  void restore(std::span<float> data) {
+    if (saved_all_) {
+      std::memcpy(data.data(), backup_.data(), data.size() * sizeof(float));
+      return;
+    }
+    for (std::size_t j = 0; j < saved_pieces_; ++j)
+      std::memcpy(data.data() + recvs_[j].offset, backup_.data() + recvs_[j].offset,
+                  recvs_[j].count * sizeof(float));
   }
 
   // ------------------------------------------------------------------ agreement
@@ -530,9 +552,23 @@ class ring_allreduce {
         },
         [&](std::size_t j, std::span<const std::byte> msg) {
           expect_length(msg.size(), recvs_[j].count);
-          w += codec_.decode_work(recvs_[j].count);
-          kernels::add_from_le(msg.data(), data.subspan(recvs_[j].offset, recvs_[j].count));
+          const piece& pc = recvs_[j];
+          w += codec_.decode_work(pc.count);
+          if (opts_.keep_input) {
+            kernels::add_from_le_saving(msg.data(), data.subspan(pc.offset, pc.count),
+                                        backup_.data() + pc.offset);
+            saved_pieces_ = j + 1;
+            w.memory_bytes += 4 * pc.count;
+          } else {
+            kernels::add_from_le(msg.data(), data.subspan(pc.offset, pc.count));
+          }
         });
+    if (opts_.keep_input) {  // the one chunk the reduce-scatter never wrote
+      const piece mine = ring_detail::chunk(n, p_, r_);
+      kernels::copy_streaming(data.data() + mine.offset, backup_.data() + mine.offset, mine.count);
+      w.memory_bytes += 8 * mine.count;
+      saved_all_ = true;
+    }
     const piece owned = ring_detail::chunk(n, p_, ring_detail::mod(r_ + 1, p_));
     if (op == reduce_op::average) {
       const float fp = static_cast<float>(p_);
@@ -697,6 +733,8 @@ class ring_allreduce {
   std::vector<std::size_t> ag_len_;
   aligned_vector<float> backup_, residual_, scratch_;
   std::size_t residual_n_ = static_cast<std::size_t>(-1);
+  std::size_t saved_pieces_ = 0;  // keep_input: reduce-scatter receives saved so far
+  bool saved_all_ = false;        // keep_input: the whole input is in backup_
   std::optional<allgather<Transport>> sparse_ag_;
   std::vector<piece> sends_, recvs_;
   std::string broken_;

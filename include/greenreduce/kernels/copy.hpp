@@ -14,10 +14,14 @@
 #include <bit>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <span>
 
 #include <xsimd/xsimd.hpp>
+#if defined(__SSE__)
+#include <immintrin.h>
+#endif
 
 static_assert(std::endian::native == std::endian::little,
               "greenreduce's SIMD kernels assume a little-endian host");
@@ -41,6 +45,16 @@ inline void add_from_le(const std::byte* in, std::span<float> acc) noexcept {
   for (std::size_t i = 0; i < acc.size(); ++i) {
     float v;
     std::memcpy(&v, in + 4 * i, 4);
+    acc[i] += v;
+  }
+}
+/// add_from_le that first saves each element of acc to saved[i] (one pass
+/// instead of a copy and an add: the ring keeps its caller's input this way).
+inline void add_from_le_saving(const std::byte* in, std::span<float> acc, float* saved) noexcept {
+  for (std::size_t i = 0; i < acc.size(); ++i) {
+    float v;
+    std::memcpy(&v, in + 4 * i, 4);
+    saved[i] = acc[i];
     acc[i] += v;
   }
 }
@@ -79,6 +93,78 @@ void add_from_le(const std::byte* in, std::span<float> acc) noexcept {
     (batch::load_unaligned(acc.data() + i) + batch::load_unaligned(src + i))
         .store_unaligned(acc.data() + i);
   scalar::add_from_le(in + 4 * i, acc.subspan(i));
+}
+
+namespace detail {
+// Elements before `p` reaches the alignment of a batch of Arch (at most n).
+template <class Arch>
+std::size_t to_aligned(const float* p, std::size_t n) noexcept {
+  constexpr std::size_t a = sizeof(xsimd::batch<float, Arch>);
+  const auto mis = reinterpret_cast<std::uintptr_t>(p) % a;
+  if (mis % sizeof(float) != 0) return n;  // never aligns: all scalar
+  const std::size_t k = mis == 0 ? 0 : (a - mis) / sizeof(float);
+  return k < n ? k : n;
+}
+
+// A non-temporal store of x at p (aligned to the batch): the line is written
+// without being read first and bypasses the caches, for copies that are read
+// back only on error. Plain aligned store where the target has none.
+template <class Arch>
+void store_stream(float* p, const xsimd::batch<float, Arch>& x) noexcept {
+#if defined(__AVX__)
+  if constexpr (sizeof(x) == 32) {
+    _mm256_stream_ps(p, x);
+    return;
+  }
+#endif
+#if defined(__SSE__)
+  if constexpr (sizeof(x) == 16) {
+    _mm_stream_ps(p, x);
+    return;
+  }
+#endif
+  x.store_aligned(p);
+}
+
+inline void stream_fence() noexcept {
+#if defined(__SSE__)
+  _mm_sfence();  // order the streaming stores before what follows
+#endif
+}
+}  // namespace detail
+
+/// add_from_le that first saves each element of acc to saved[i], with
+/// streaming stores (see detail::store_stream): one pass, and the saved copy
+/// costs no read of its own lines.
+template <class Arch = xsimd::default_arch>
+void add_from_le_saving(const std::byte* in, std::span<float> acc, float* saved) noexcept {
+  using batch = xsimd::batch<float, Arch>;
+  constexpr std::size_t w = batch::size;
+  const auto* src = reinterpret_cast<const float*>(in);
+  const std::size_t head = detail::to_aligned<Arch>(saved, acc.size());
+  scalar::add_from_le_saving(in, acc.first(head), saved);
+  std::size_t i = head;
+  for (; i + w <= acc.size(); i += w) {
+    const batch x = batch::load_unaligned(acc.data() + i);
+    detail::store_stream<Arch>(saved + i, x);
+    (x + batch::load_unaligned(src + i)).store_unaligned(acc.data() + i);
+  }
+  detail::stream_fence();
+  scalar::add_from_le_saving(in + 4 * i, acc.subspan(i), saved + i);
+}
+
+/// out[0, n) = in[0, n) with streaming stores: a backup copy that stays out
+/// of the caches.
+template <class Arch = xsimd::default_arch>
+void copy_streaming(const float* in, float* out, std::size_t n) noexcept {
+  using batch = xsimd::batch<float, Arch>;
+  constexpr std::size_t w = batch::size;
+  const std::size_t head = detail::to_aligned<Arch>(out, n);
+  if (head > 0) std::memcpy(out, in, head * 4);
+  std::size_t i = head;
+  for (; i + w <= n; i += w) detail::store_stream<Arch>(out + i, batch::load_unaligned(in + i));
+  detail::stream_fence();
+  if (i < n) std::memcpy(out + i, in + i, (n - i) * 4);
 }
 
 }  // namespace greenreduce::kernels

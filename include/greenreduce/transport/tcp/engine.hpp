@@ -1,10 +1,23 @@
 // greenreduce/transport/tcp/engine.hpp — the io thread behind transport::tcp.
 //
 // One io_context and one background thread per transport own every socket.
-// The caller's thread only posts operations and waits on a condition
-// variable, so a rank writes to one peer while it reads from another (or the
-// same) peer: the ring's full duplex. Per connection at most one write and one
-// read are in flight; sends and receives queue in FIFO order per peer.
+// The caller's thread posts receives and waits on a condition variable, so a
+// rank reads from one peer while it writes to another (or the same) peer: the
+// ring's full duplex. Per connection at most one write and one read are in
+// flight; sends and receives queue in FIFO order per peer.
+//
+// Sends are written by the caller's thread first, as Gloo's pairs do: when
+// nothing is queued on the connection, isend writes header and payload with
+// non-blocking sendmsg calls right away (what the socket takes without
+// waiting) and hands only the rest to the io thread. The two copies of a full
+// duplex exchange (into the kernel, out of it) then run on two threads, and a
+// send that fits the socket buffer costs no thread handoff. A direct write
+// never blocks, so isend keeps its asynchronous contract; the connection's
+// send state (queue, writing flag, sequence number, whether direct writes are
+// allowed) is guarded by a per-connection mutex, which is also held while the
+// io thread closes that socket, so a direct write never reaches a closed or
+// reused descriptor. After any failure, a goodbye or shutdown, direct writes
+// stop and sends take the io thread's path, which reports the error.
 //
 // Invariants:
 //  - A header read is always outstanding on an idle connection, so a peer that
@@ -35,9 +48,13 @@
 #include <boost/asio.hpp>
 // clang-format on
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -66,6 +83,8 @@ struct tcp_op {
   std::byte* data = nullptr;  // const for sends; never written through then
   std::size_t size = 0;
   std::array<std::byte, tcp_wire::header_bytes> header{};
+  std::size_t written = 0;  // sends: header + payload bytes already on the socket
+  bool framed = false;      // sends: header encoded (its sequence number taken)
   bool done = false;
   bool failed = false;  // isolation: this op's peer failed; `error` says why
   std::string error;
@@ -170,6 +189,7 @@ class tcp_engine {
       std::unique_lock lk(mu_);
       if (failure_ != failure::none) throw_failure(lk, false);
     }
+    if (is_send && send_from_caller(op)) return op;
     net::post(io_, [this, op, is_send] {
       if (failure_io_) return;
       auto& c = conns_[static_cast<std::size_t>(op->peer)];
@@ -185,7 +205,10 @@ class tcp_engine {
         return;
       }
       if (is_send) {
-        c->sends.push_back(op);
+        {
+          std::lock_guard g(c->tx_mu);
+          c->sends.push_back(op);
+        }
         pump_write(c);
       } else {
         c->recvs.push_back(op);
@@ -283,12 +306,19 @@ class tcp_engine {
     explicit conn(net::io_context& io) : sock(io) {}
     int peer = -1;
     net_tcp::socket sock;
-    std::deque<std::shared_ptr<tcp_op>> sends, recvs;
-    bool writing = false, reading = false, have_header = false, bye = false;
+    // Send state, shared with callers' direct writes (see the header comment).
+    std::mutex tx_mu;
+    std::deque<std::shared_ptr<tcp_op>> sends;
+    bool writing = false;
+    bool direct = false;  // callers may write; cleared for good on failure, goodbye, shutdown
+    std::uint32_t tx_seq = 0;
+    // Receive state, io thread only.
+    std::deque<std::shared_ptr<tcp_op>> recvs;
+    bool reading = false, have_header = false, bye = false;
     std::array<std::byte, tcp_wire::header_bytes> rx{};
     bool failed = false;  // isolation: this peer failed; `why` says how
     std::string why;
-    std::uint32_t tx_seq = 0, rx_seq = 0;
+    std::uint32_t rx_seq = 0;
     std::uint64_t rx_len = 0;
   };
   // A connection that has not said hello yet (accepted) or not heard it (dialled).
@@ -379,6 +409,8 @@ class tcp_engine {
     if (!c || c->failed) return;
     c->failed = true;
     c->why = why;
+    std::lock_guard tx(c->tx_mu);
+    c->direct = false;
     boost::system::error_code ignored;
     c->sock.close(ignored);
     {
@@ -418,6 +450,8 @@ class tcp_engine {
     for (auto& h : handshakes_) close(*h);
     for (auto& c : conns_) {
       if (!c) continue;
+      std::lock_guard tx(c->tx_mu);
+      c->direct = false;
       boost::system::error_code ignored;
       c->sock.cancel(ignored);
       c->sends.clear();
@@ -449,20 +483,84 @@ class tcp_engine {
 
   // --- data path (io thread) ------------------------------------------------
 
+  // From the caller's thread (post): writes `op` at once when nothing is
+  // queued before it; true when all of it went out (the op is complete).
+  // Otherwise the op, framed and partly written or not, is queued for the io
+  // thread, which writes the rest.
+  bool send_from_caller(const std::shared_ptr<tcp_op>& op) {
+#if !defined(MSG_NOSIGNAL)
+    (void)op;
+    return false;  // no per-call SIGPIPE suppression: the io thread writes everything
+#else
+    const auto& c = conns_[static_cast<std::size_t>(op->peer)];
+    if (!c) return false;
+    std::unique_lock tx(c->tx_mu);
+    if (!c->direct || c->writing || !c->sends.empty()) return false;
+    tcp_wire::encode_header(op->header, tcp_wire::data_magic, c->tx_seq++, op->size);
+    op->framed = true;
+    const std::size_t total = tcp_wire::header_bytes + op->size;
+    const int fd = c->sock.native_handle();
+    while (op->written < total) {
+      const std::size_t off = op->written;
+      ::iovec iov[2];
+      int k = 0;
+      if (off < tcp_wire::header_bytes)
+        iov[k++] = {op->header.data() + off, tcp_wire::header_bytes - off};
+      const std::size_t poff = off < tcp_wire::header_bytes ? 0 : off - tcp_wire::header_bytes;
+      if (poff < op->size) iov[k++] = {op->data + poff, op->size - poff};
+      ::msghdr m{};
+      m.msg_iov = iov;
+      m.msg_iovlen = static_cast<decltype(m.msg_iovlen)>(k);
+      const ::ssize_t n = ::sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) {
+        op->written += static_cast<std::size_t>(n);
+        sent_.fetch_add(static_cast<std::size_t>(n), std::memory_order_relaxed);
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else {
+        break;  // full (EAGAIN) or an error, which the io thread's write reports
+      }
+    }
+    if (op->written == total) {
+      tx.unlock();
+      complete(op, op->size);
+      return true;
+    }
+    c->sends.push_back(op);
+    tx.unlock();
+    net::post(io_, [this, c] { pump_write(c); });
+    return true;
+#endif
+  }
+
   void pump_write(const std::shared_ptr<conn>& c) {
+    std::unique_lock tx(c->tx_mu);
     if (failure_io_ || stopping_ || c->failed || c->writing || c->sends.empty()) return;
     auto& op = c->sends.front();
-    tcp_wire::encode_header(op->header, tcp_wire::data_magic, c->tx_seq++, op->size);
+    if (!op->framed) {
+      tcp_wire::encode_header(op->header, tcp_wire::data_magic, c->tx_seq++, op->size);
+      op->framed = true;
+    }
     c->writing = true;
-    const std::array<net::const_buffer, 2> bufs{net::buffer(op->header),
-                                                net::buffer(op->data, op->size)};
+    const std::size_t off = op->written;
+    const std::size_t hoff = std::min(off, tcp_wire::header_bytes);
+    const std::size_t poff = off - hoff;
+    const std::array<net::const_buffer, 2> bufs{
+        net::buffer(op->header.data() + hoff, tcp_wire::header_bytes - hoff),
+        net::buffer(op->data + poff, op->size - poff)};
+    tx.unlock();
     net::async_write(c->sock, bufs, [this, c](boost::system::error_code ec, std::size_t n) {
-      c->writing = false;
       sent_.fetch_add(n, std::memory_order_relaxed);
-      if (ec) return on_error(c, "send to", ec);
+      std::unique_lock tx2(c->tx_mu);
+      c->writing = false;
+      if (ec) {
+        tx2.unlock();
+        return on_error(c, "send to", ec);
+      }
       if (failure_io_ || c->failed || c->sends.empty()) return;
       auto op = std::move(c->sends.front());
       c->sends.pop_front();
+      tx2.unlock();
       complete(op, op->size);
       pump_write(c);
     });
@@ -504,6 +602,10 @@ class tcp_engine {
     const auto seq = load_le<std::uint32_t>(c->rx.data() + 4);
     if (magic == tcp_wire::bye_magic) {
       c->bye = true;
+      {
+        std::lock_guard tx(c->tx_mu);
+        c->direct = false;
+      }
       if (!c->recvs.empty())
         fail_peer(c, str("rank ", o_.rank, ": recv from rank ", c->peer, ": rank ", c->peer,
                          " closed its transport before sending the message"));
@@ -543,7 +645,9 @@ class tcp_engine {
     acceptor_.close(ignored);
   }
 
-  void forget(const std::shared_ptr<handshake>& h) { std::erase(handshakes_, h); }
+  void forget(const std::shared_ptr<handshake>& h) {
+    std::erase(handshakes_, h);
+  }
 
   void drop(const std::shared_ptr<handshake>& h, const std::string& why) {
     if (h->finished) return;
@@ -726,6 +830,7 @@ class tcp_engine {
     forget(h);
     boost::system::error_code ignored;
     c->sock.set_option(net_tcp::no_delay(true), ignored);
+    c->direct = true;  // not yet shared: no lock needed
     if (o_.socket_buffer_bytes > 0) {
       const int n = static_cast<int>(o_.socket_buffer_bytes);
       c->sock.set_option(net::socket_base::send_buffer_size(n), ignored);
@@ -758,6 +863,8 @@ class tcp_engine {
       if (!c) continue;
       boost::system::error_code ignored;
       c->sock.cancel(ignored);  // the idle header read
+      std::lock_guard tx(c->tx_mu);
+      c->direct = false;
       if (!healthy || c->failed || c->writing || c->bye) continue;
       ++pending;
       tcp_wire::encode_header(c->rx, tcp_wire::bye_magic, c->tx_seq, 0);
@@ -780,6 +887,8 @@ class tcp_engine {
     for (auto& h : handshakes_) close(*h);
     for (auto& c : conns_) {
       if (!c) continue;
+      std::lock_guard tx(c->tx_mu);
+      c->direct = false;
       boost::system::error_code ignored;
       c->sock.close(ignored);
     }

@@ -1,0 +1,63 @@
+#include "greenreduce/kernels/copy.hpp"
+
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <vector>
+
+#include "kernels/archs.hpp"
+#include "support/random.hpp"
+
+using namespace greenreduce;
+
+// The saving kernels store with streaming stores from the first aligned
+// element on, so every start offset of the target (0..7 floats) is checked.
+TEST_CASE("add_from_le_saving saves the accumulator and adds like add_from_le, bit for bit",
+          "[kernels][copy]") {
+  const auto s = test::seed(40);
+  INFO("seed " << s);
+  for (std::size_t n : {0U, 1U, 3U, 7U, 8U, 9U, 16U, 17U, 100003U}) {
+    const auto acc0 = test::normal_floats(n, s + n);
+    const auto in = test::normal_floats(n, s + n + 1);
+    std::vector<std::byte> wire(4 * n + 1);
+    if (n > 0) std::memcpy(wire.data() + 1, in.data(), 4 * n);  // wire bytes need no alignment
+    auto ref = acc0;
+    kernels::scalar::add_from_le(wire.data() + 1, std::span<float>(ref));
+    for (std::size_t off = 0; off < 8; ++off) {
+      test::for_each_arch([&]<class Arch>(Arch, const std::string& arch) {
+        INFO(arch << ", n = " << n << ", target offset " << off);
+        auto acc = acc0;
+        auto scalar_acc = acc0;
+        std::vector<float> saved(n + 9, -1.0F), scalar_saved(n + 9, -1.0F);
+        kernels::add_from_le_saving<Arch>(wire.data() + 1, std::span<float>(acc),
+                                          saved.data() + off);
+        kernels::scalar::add_from_le_saving(wire.data() + 1, std::span<float>(scalar_acc),
+                                            scalar_saved.data() + off);
+        CHECK(test::same_bytes(acc.data(), ref.data(), 4 * n));
+        CHECK(test::same_bytes(scalar_acc.data(), ref.data(), 4 * n));
+        CHECK(test::same_bytes(saved.data() + off, acc0.data(), 4 * n));
+        CHECK(test::same_bytes(scalar_saved.data() + off, acc0.data(), 4 * n));
+        for (std::size_t k = 0; k < off; ++k) CHECK(saved[k] == -1.0F);  // nothing outside
+        for (std::size_t k = off + n; k < saved.size(); ++k) CHECK(saved[k] == -1.0F);
+      });
+    }
+  }
+}
+
+TEST_CASE("copy_streaming copies bit for bit and writes nothing outside the target",
+          "[kernels][copy]") {
+  const auto s = test::seed(41);
+  INFO("seed " << s);
+  for (std::size_t n : {0U, 1U, 5U, 8U, 15U, 16U, 33U, 100003U}) {
+    const auto x = test::normal_floats(n + 1, s + n);
+    for (std::size_t off = 0; off < 8; ++off) {
+      test::for_each_arch([&]<class Arch>(Arch, const std::string& arch) {
+        INFO(arch << ", n = " << n << ", target offset " << off);
+        std::vector<float> out(n + 9, -1.0F);
+        kernels::copy_streaming<Arch>(x.data() + 1, out.data() + off, n);  // unaligned source
+        CHECK(test::same_bytes(out.data() + off, x.data() + 1, 4 * n));
+        for (std::size_t k = 0; k < off; ++k) CHECK(out[k] == -1.0F);
+        for (std::size_t k = off + n; k < out.size(); ++k) CHECK(out[k] == -1.0F);
+      });
+    }
+  }
+}
