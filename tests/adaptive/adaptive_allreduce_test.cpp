@@ -218,3 +218,48 @@ TEST_CASE("adaptive_allreduce: one rank, and bad input", "[adaptive]") {
   });
   test::rethrow_any(errors);
 }
+
+TEST_CASE("adaptive_allreduce: a validation loss set on one rank drives every rank's guard",
+          "[adaptive]") {
+  const int p = GENERATE(2, 3);
+  const std::size_t n = 600;
+  // Warm-up step 0 on none; step 2 moves to int8 (budget); rank 0 alone reports
+  // a validation loss after each step from step 1 on; the one after step 4 is
+  // 50% above the best, so from step 5 every rank runs none again, capped there.
+  adaptive_allreduce_options o;
+  o.policy.with_ladder(adaptive::ladder::parse("none,int8"))
+      .with_warmup_steps(1)
+      .with_window_steps(1)
+      .with_hysteresis(1, 1)
+      .with_energy_budget(1e-12)
+      .with_accuracy_guard(0.1);
+  o.with_probe(0, 1);
+  time_free(o);
+  const std::vector<double> loss{0.0, 1.0, 1.0, 1.0, 1.5, 1.5, 1.5, 1.5};  // [0] unused
+  std::vector<std::vector<std::size_t>> levels(static_cast<std::size_t>(p));
+  std::vector<std::string> logs(static_cast<std::size_t>(p));
+  std::vector<std::size_t> ceiling(static_cast<std::size_t>(p));
+  auto errors = test::on_ranks(p, [&](inproc& t) {
+    const auto r = static_cast<std::size_t>(t.rank());
+    adaptive_allreduce<inproc> ar(t, n, o);
+    std::vector<float> x(n);
+    for (std::size_t s = 0; s < loss.size(); ++s) {
+      bench::fill_input(x, 40 + s, t.rank());
+      ar.run(x, reduce_op::average);
+      levels[r].push_back(ar.last_level());
+      if (t.rank() == 0 && s >= 1) ar.set_validation_loss(loss[s]);
+    }
+    logs[r] = log_of(ar.policy());
+    ceiling[r] = ar.policy().ceiling();
+  });
+  test::rethrow_any(errors);
+  INFO(logs[0]);
+  for (int r = 0; r < p; ++r) {
+    CHECK(levels[static_cast<std::size_t>(r)] == levels[0]);
+    CHECK(logs[static_cast<std::size_t>(r)] == logs[0]);
+    CHECK(ceiling[static_cast<std::size_t>(r)] == 0);
+  }
+  CHECK(levels[0] == std::vector<std::size_t>{0, 0, 1, 1, 1, 0, 0, 0});
+  CHECK(logs[0].find("\"reason\":\"accuracy_loss\"") != std::string::npos);
+  CHECK(logs[0].find("\"val_loss\":1.5") != std::string::npos);
+}
