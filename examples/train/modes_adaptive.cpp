@@ -8,7 +8,7 @@
 // chunk, flushed across switches (docs/adaptive.md). Everything else — data,
 // schedule, SGD with momentum, the energy account — is the ring modes'.
 //
-// Accuracy guard (--adaptive-guard X, default 0.05; 0 = off): every
+// Accuracy guard (--adaptive-guard X, default 0.2; 0 = off): every
 // probe_every steps worker 0 computes the mean loss of its current parameters
 // on a fixed probe of the first probe_images training images and hands it to
 // adaptive_allreduce::set_validation_loss; the next exchange shares it with

@@ -48,7 +48,7 @@ struct demo_options {
   std::string link;          ///< --link RATE: ranks run in bench/netns.sh namespaces
   double energy_budget = 0;  ///< adaptive mode: estimated J per step of the exchange, all ranks
   std::string adaptive_ladder = "none,fp16,int8,ternary";  ///< adaptive mode: codec ladder
-  double adaptive_guard = 0.05;  ///< adaptive mode: probe-loss rise the accuracy guard allows
+  double adaptive_guard = 0.2;  ///< adaptive mode: probe-loss rise the accuracy guard allows
   bool progress = true;
 };
 
