@@ -62,6 +62,7 @@ run_result run(ps::consistency from, ps::consistency to, int W, int T, int ask, 
   std::vector<std::atomic<int>> started(static_cast<std::size_t>(W));
   for (auto& s : started) s = 0;
   std::atomic<bool> lockstep_broken{false}, bound_broken{false};
+  std::latch all_pushed(W);  // under SSP the others may still push when one is done
   test::run_ranks(
       world, S, S + W,
       [&](endpoint& t) {
@@ -91,6 +92,7 @@ run_result run(ps::consistency from, ps::consistency to, int W, int T, int ask, 
                 (bound == 0 ? lockstep_broken : bound_broken) = true;
               }
         }
+        all_pushed.arrive_and_wait();
         if (w == 0)
           for (std::size_t k = 0; k < keys.size(); ++k) {
             std::vector<float> p(keys[k].length);
