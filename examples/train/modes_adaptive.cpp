@@ -10,12 +10,13 @@
 //
 // Accuracy guard (--adaptive-guard X, default 0.2; 0 = off): every
 // probe_every steps worker 0 computes the mean loss of its current parameters
-// on a fixed probe of the first probe_images training images and hands it to
-// adaptive_allreduce::set_validation_loss; the next exchange shares it with
-// every rank. A probe loss more than X (relative) above the lowest one seen
-// moves the codec one rung looser and caps the ladder there. The probe is
-// training data (the demo keeps no separate validation split, and the test
-// set stays for the final accuracy); its cost is in the mode's wall time.
+// on a fixed probe of the first probe_images training images; the mean of the
+// last probe_window such losses (a moving average, so that one noisy probe
+// does not look like a rise) goes to adaptive_allreduce::set_validation_loss;
+// the next exchange shares it with every rank. A probe loss more than X (relative) above the lowest
+// one seen moves the codec one rung looser and caps the ladder there. The probe is training data
+// (the demo keeps no separate validation split, and the test set stays for the final accuracy); its
+// cost is in the mode's wall time.
 //
 // Rank 0 prints each decision as it is made; with --json FILE it writes the
 // log to FILE.adaptive.jsonl, and with --plot PATH the codec level of every
@@ -70,7 +71,8 @@ void write_levels_svg(const std::string& path, const std::vector<std::size_t>& l
 }
 
 constexpr std::size_t probe_images = 256;
-constexpr std::uint64_t probe_every = 50;  // 5 decision windows
+constexpr std::uint64_t probe_every = 25;
+constexpr std::size_t probe_window = 4;  // losses averaged: 100 steps
 
 rank_outcome run_adaptive(rank_context& c, demo_world& world) {
   rank_outcome out;
@@ -130,8 +132,13 @@ rank_outcome run_adaptive(rank_context& c, demo_world& world) {
         if (lead && c.opt.adaptive_guard > 0 && probe_n > 0 && (step + 1) % probe_every == 0) {
           const double loss = probe_net.loss_and_gradient(
               params, c.train.pixels.data(), c.train.labels.data(), probe_n, probe_grad);
-          ar.set_validation_loss(loss);
           probe_losses.emplace_back(step, loss);
+          if (probe_losses.size() >= probe_window) {
+            double mean = 0;
+            for (std::size_t k = probe_losses.size() - probe_window; k < probe_losses.size(); ++k)
+              mean += probe_losses[k].second;
+            ar.set_validation_loss(mean / static_cast<double>(probe_window));
+          }
         }
       },
       [&](double, std::uint64_t) { return static_cast<std::size_t>(c.opt.batch); });
