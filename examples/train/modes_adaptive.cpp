@@ -8,6 +8,16 @@
 // chunk, flushed across switches (docs/adaptive.md). Everything else — data,
 // schedule, SGD with momentum, the energy account — is the ring modes'.
 //
+// Accuracy guard (--adaptive-guard X, default 0.2; 0 = off): every
+// probe_every steps worker 0 computes the mean loss of its current parameters
+// on a fixed probe of the first probe_images training images; the mean of the
+// last probe_window such losses (a moving average, so that one noisy probe
+// does not look like a rise) goes to adaptive_allreduce::set_validation_loss;
+// the next exchange shares it with every rank. A probe loss more than X (relative) above the lowest
+// one seen moves the codec one rung looser and caps the ladder there. The probe is training data
+// (the demo keeps no separate validation split, and the test set stays for the final accuracy); its
+// cost is in the mode's wall time.
+//
 // Rank 0 prints each decision as it is made; with --json FILE it writes the
 // log to FILE.adaptive.jsonl, and with --plot PATH the codec level of every
 // step to PATH-adaptive.svg.
@@ -15,6 +25,7 @@
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "greenreduce/adaptive/adaptive_allreduce.hpp"
@@ -59,6 +70,10 @@ void write_levels_svg(const std::string& path, const std::vector<std::size_t>& l
   os << "\"/>\n</svg>\n";
 }
 
+constexpr std::size_t probe_images = 256;
+constexpr std::uint64_t probe_every = 25;
+constexpr std::size_t probe_window = 4;  // losses averaged: 100 steps
+
 rank_outcome run_adaptive(rank_context& c, demo_world& world) {
   rank_outcome out;
   if (world.is_server()) return out;  // the ring is the workers' alone
@@ -74,6 +89,7 @@ rank_outcome run_adaptive(rank_context& c, demo_world& world) {
   adaptive::adaptive_allreduce_options o;
   o.policy.with_ladder(adaptive::ladder::parse(c.opt.adaptive_ladder))
       .with_energy_budget(c.opt.energy_budget)
+      .with_accuracy_guard(c.opt.adaptive_guard)
       .with_model(c.model);
   o.ring.error_feedback = true;
   o.ring.seed = c.opt.seed;
@@ -84,6 +100,10 @@ rank_outcome run_adaptive(rank_context& c, demo_world& world) {
   std::size_t logged = 0;
   const auto m = static_cast<float>(c.opt.momentum);
   const double total_steps = static_cast<double>(c.steps_per_epoch) * c.opt.epochs;
+  mlp probe_net;
+  std::vector<float> probe_grad(P);
+  const std::size_t probe_n = std::min(probe_images, c.train.size());
+  std::vector<std::pair<std::uint64_t, double>> probe_losses;
 
   collective::barrier(t);
   const auto start = steady::now();
@@ -109,6 +129,17 @@ rank_outcome run_adaptive(rank_context& c, demo_world& world) {
           velocity[i] = m * velocity[i] + grad[i];
           params[i] -= lr * velocity[i];
         }
+        if (lead && c.opt.adaptive_guard > 0 && probe_n > 0 && (step + 1) % probe_every == 0) {
+          const double loss = probe_net.loss_and_gradient(
+              params, c.train.pixels.data(), c.train.labels.data(), probe_n, probe_grad);
+          probe_losses.emplace_back(step, loss);
+          if (probe_losses.size() >= probe_window) {
+            double mean = 0;
+            for (std::size_t k = probe_losses.size() - probe_window; k < probe_losses.size(); ++k)
+              mean += probe_losses[k].second;
+            ar.set_validation_loss(mean / static_cast<double>(probe_window));
+          }
+        }
       },
       [&](double, std::uint64_t) { return static_cast<std::size_t>(c.opt.batch); });
   out.wire_bytes = static_cast<double>(t.bytes_sent() + t.bytes_received() - wire0);
@@ -126,9 +157,16 @@ rank_outcome run_adaptive(rank_context& c, demo_world& world) {
     std::string share;
     for (std::size_t k = 0; k < ladder.size(); ++k)
       share += detail::str(k ? ", " : "", ladder[k].spec, " ", per_level[k]);
-    if (c.opt.progress)
+    if (c.opt.progress) {
       std::fprintf(stderr, "adaptive: budget %g J/step, %zu decisions, steps per level: %s\n",
                    c.opt.energy_budget, ar.policy().log().size(), share.c_str());
+      if (!probe_losses.empty())
+        std::fprintf(stderr,
+                     "adaptive: probe loss (%zu images) %.4f at step %llu, %.4f at the end\n",
+                     probe_n, probe_losses.front().second,
+                     static_cast<unsigned long long>(probe_losses.front().first),
+                     probe_losses.back().second);
+    }
     if (!c.opt.json.empty()) {
       std::ofstream f(c.opt.json + ".adaptive.jsonl");
       for (const auto& d : ar.policy().log()) f << d.to_json() << '\n';

@@ -48,6 +48,7 @@ struct demo_options {
   std::string link;          ///< --link RATE: ranks run in bench/netns.sh namespaces
   double energy_budget = 0;  ///< adaptive mode: estimated J per step of the exchange, all ranks
   std::string adaptive_ladder = "none,fp16,int8,ternary";  ///< adaptive mode: codec ladder
+  double adaptive_guard = 0.2;  ///< adaptive mode: probe-loss rise the accuracy guard allows
   bool progress = true;
 };
 
@@ -57,7 +58,7 @@ inline constexpr const char* usage_text =
     "       [--topk-ratio X] [--staleness K] [--servers S] [--straggler RANK:FACTOR]\n"
     "       [--balance] [--json FILE] [--csv FILE] [--plot PATH] [--plot-format auto|png|svg]\n"
     "       [--profile NAME] [--link RATE] [--energy-budget J] [--adaptive-ladder LIST]\n"
-    "       [--no-progress]\n"
+    "       [--adaptive-guard X] [--no-progress]\n"
     "--modes takes a comma-separated list of these (default: every default one):\n";
 
 namespace options_detail {
@@ -172,6 +173,8 @@ inline demo_options parse_options(int argc, const char* const* argv) {
     } else if (a == "--adaptive-ladder") {
       o.adaptive_ladder = value();
       (void)adaptive::ladder::parse(o.adaptive_ladder);  // a bad spec fails before the launch
+    } else if (a == "--adaptive-guard") {
+      o.adaptive_guard = number(a, value(), 0.0, 100.0);
     } else if (a == "--no-progress") {
       o.progress = false;
     } else if (a == "--help" || a == "-h") {

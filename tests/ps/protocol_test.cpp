@@ -42,7 +42,7 @@ TEST_CASE("protocol: requests and replies round-trip", "[ps][protocol]") {
 
     ps::reply_header r;
     r.kind = ps::request_kind::pull;
-    r.status = static_cast<ps::reply_status>(gen() % 7);
+    r.status = static_cast<ps::reply_status>(gen() % 8);
     r.key = static_cast<std::uint32_t>(gen());
     r.step = gen();
     r.length = gen();
@@ -74,7 +74,7 @@ TEST_CASE("protocol: every malformed request is a decode_error", "[ps][protocol]
   m = good;
   m[4] = std::byte{2};
   CHECK_THROWS_MATCHES(ps::parse_request(m), decode_error, what_has("version is 2"));
-  for (std::uint8_t k : {0, 6, 255}) {
+  for (std::uint8_t k : {0, 7, 255}) {
     m = good;
     m[5] = std::byte{k};
     CHECK_THROWS_MATCHES(ps::parse_request(m), decode_error, what_has("kind is"));
@@ -115,6 +115,7 @@ TEST_CASE("protocol: malformed replies and error mapping", "[ps][protocol]") {
   CHECK_THROWS_AS(ps::parse_reply(b), decode_error);
   CHECK_THROWS_AS(ps::throw_reply_error(ps::reply_status::bad_request, "x"), decode_error);
   CHECK_THROWS_AS(ps::throw_reply_error(ps::reply_status::unknown_key, "x"), config_error);
+  CHECK_THROWS_AS(ps::throw_reply_error(ps::reply_status::invalid_change, "x"), config_error);
   CHECK_THROWS_AS(ps::throw_reply_error(ps::reply_status::wrong_length, "x"), mismatch_error);
   CHECK_THROWS_AS(ps::throw_reply_error(ps::reply_status::wrong_codec, "x"), mismatch_error);
   CHECK_THROWS_AS(ps::throw_reply_error(ps::reply_status::out_of_step, "x"), mismatch_error);

@@ -10,6 +10,11 @@
 // (the two sides disagree on a key's length) is refused on the worker, naming
 // the key, instead of breaking the connection with an over-long message.
 //
+// A mode request schedules a change of the consistency mode (ps/options.hpp)
+// from a given step of every key on, so that every push of a step >= that
+// step, from every worker, is served under the new mode (see ps/server.hpp
+// "Mode changes").
+//
 // Request (56 bytes + payload):
 //   off size field
 //     0    4 magic        "GRPQ"
@@ -17,9 +22,12 @@
 //     5    1 kind         request_kind
 //     6    2 flags        must be 0
 //     8    4 key          key id (index in the shared key list)
-//    12    4 samples      samples the worker processed for this push (0: unknown)
-//    16    8 step         the worker's step for this key (push), 0 otherwise
-//    24    8 length       elements of the key (push, pull), 0 otherwise
+//    12    4 samples      samples the worker processed for this push (0: unknown);
+//                         mode: the consistency kind (1 sync, 2 async, 3 ssp)
+//    16    8 step         the worker's step for this key (push); mode: the
+//                         first step the change applies to; 0 otherwise
+//    24    8 length       elements of the key (push, pull); mode: the
+//                         staleness bound s; 0 otherwise
 //    32    8 codec_hash   config_hash() of the push codec or the wanted pull codec
 //    40    8 compute_ns   worker time outside the library since its last push of this key
 //    48    8 payload      payload bytes that follow (push: one codec frame)
@@ -31,7 +39,8 @@
 //     6    2 status       reply_status; not ok: the payload is the error text
 //     8    4 key          key id answered
 //    12    4 reserved     must be 0
-//    16    8 step         key step after the push / of the pulled parameters
+//    16    8 step         key step after the push / of the pulled parameters /
+//                         the first step a mode change applies to
 //    24    8 length       elements (pull), workers (shares), the server's
 //                         receive bound in bytes (hello), 0 otherwise
 //    32    8 payload      payload bytes that follow
@@ -65,6 +74,7 @@ enum class request_kind : std::uint8_t {
   shares = 3,  ///< no payload; reply payload: one f64 batch share per worker
   bye = 4,     ///< no payload, no reply: this worker is done with this server
   hello = 5,   ///< no payload; reply length: the largest request the server accepts
+  mode = 6,    ///< no payload; schedules a consistency change (see the header comment)
 };
 
 enum class reply_status : std::uint16_t {
@@ -76,6 +86,7 @@ enum class reply_status : std::uint16_t {
   out_of_step = 5,   ///< a step the mode does not accept (mismatch_error)
   peer_failed =
       6,  ///< the step cannot complete: a worker died, or this one was dropped (peer_error)
+  invalid_change = 7,  ///< a mode change the server cannot apply (config_error)
 };
 
 constexpr std::string_view to_string(request_kind k) noexcept {
@@ -90,6 +101,8 @@ constexpr std::string_view to_string(request_kind k) noexcept {
       return "bye";
     case request_kind::hello:
       return "hello";
+    case request_kind::mode:
+      return "mode";
   }
   return "unknown";
 }
@@ -170,10 +183,10 @@ inline message_view<request_header> parse_request(std::span<const std::byte> msg
     throw decode_error(detail::str("request protocol version is ", unsigned{v},
                                    ", this build speaks ", unsigned{protocol_version}));
   const auto kind = load_le<std::uint8_t>(p + 5);
-  if (kind < 1 || kind > 5)
+  if (kind < 1 || kind > 6)
     throw decode_error(
         detail::str("request kind is ", unsigned{kind},
-                    ", expected 1 (push), 2 (pull), 3 (shares), 4 (bye) or 5 (hello)"));
+                    ", expected 1 (push), 2 (pull), 3 (shares), 4 (bye), 5 (hello) or 6 (mode)"));
   if (const auto f = load_le<std::uint16_t>(p + 6); f != 0)
     throw decode_error(detail::str("request flags are 0x", std::hex, f, ", expected 0"));
   request_header h;
@@ -208,11 +221,11 @@ inline message_view<reply_header> parse_reply(std::span<const std::byte> msg) {
     throw decode_error(detail::str("reply protocol version is ", unsigned{v},
                                    ", this build speaks ", unsigned{protocol_version}));
   const auto kind = load_le<std::uint8_t>(p + 5);
-  if (kind < 1 || kind > 5 || kind == 4)
-    throw decode_error(detail::str("reply kind is ", unsigned{kind}, ", expected 1, 2, 3 or 5"));
+  if (kind < 1 || kind > 6 || kind == 4)
+    throw decode_error(detail::str("reply kind is ", unsigned{kind}, ", expected 1, 2, 3, 5 or 6"));
   const auto status = load_le<std::uint16_t>(p + 6);
-  if (status > static_cast<std::uint16_t>(reply_status::peer_failed))
-    throw decode_error(detail::str("reply status is ", status, ", expected 0..6"));
+  if (status > static_cast<std::uint16_t>(reply_status::invalid_change))
+    throw decode_error(detail::str("reply status is ", status, ", expected 0..7"));
   if (const auto r = load_le<std::uint32_t>(p + 12); r != 0)
     throw decode_error(detail::str("reply reserved word is 0x", std::hex, r, ", expected 0"));
   reply_header h;
@@ -236,6 +249,7 @@ inline message_view<reply_header> parse_reply(std::span<const std::byte> msg) {
     case reply_status::bad_request:
       throw decode_error(what);
     case reply_status::unknown_key:
+    case reply_status::invalid_change:
       throw config_error(what);
     case reply_status::wrong_length:
     case reply_status::wrong_codec:

@@ -24,6 +24,24 @@
 // estimate for a user-supplied rule) and encoding pulls; energy from the model
 // passed to totals(), so a parameter-server run's joules include its servers.
 //
+// Mode changes. The consistency mode is a schedule: ps_options::mode from
+// step 0, then every change accepted since, each "mode M from step T". A push
+// of step t is served under the mode in force at t, on every key, whichever
+// worker pushed it, so all workers see the same behaviour at the same step.
+// A change is asked for by a worker (worker::change_consistency, a mode
+// request) or by the server's owner (change_consistency()). It is accepted
+// when no worker has pushed step T of any of this server's keys yet (T = 0
+// asks for the earliest such step), and T is after every change already
+// scheduled; asking again for a change already scheduled is accepted as is,
+// so every worker may send the same decision. Otherwise: config_error
+// (invalid_change: T already reached, a malformed mode) or mismatch_error
+// (out_of_step: another change is scheduled at or after T). At the boundary
+// nothing is lost: sync -> SSP/async applies once step T-1 completed for
+// everyone (a sync push blocks until then); SSP/async -> sync applies the pushes
+// of steps < T on arrival as before, and step T once every live worker pushed
+// it. Several servers: ask each with the same T (the worker does), which each
+// accepts while no worker reached T on its keys.
+//
 // Invariants. A request is validated entirely (header, key, length, codec,
 // frame) before any state changes; a rejected request leaves the parameters
 // as they were. A push is acknowledged only after the update that contains it
@@ -126,6 +144,7 @@ class server {
     }
     workers_.assign(W, worker_state{});
     stats_.pushes_applied.assign(W, 0);
+    schedule_.push_back({0, opt_.mode});
   }
 
   server(const server&) = delete;
@@ -240,7 +259,28 @@ class server {
   }
 
   const placement& layout() const noexcept { return place_; }
+  /// The options given; options().mode is the mode from step 0 (see consistency_at()).
   const ps_options& options() const noexcept { return opt_; }
+
+  /// The mode that serves pushes of `step` (under the changes accepted so far).
+  consistency consistency_at(std::uint64_t step) const {
+    std::lock_guard lock(mu_);
+    return mode_at_locked(step);
+  }
+  /// Every change so far as (first step, mode), the first entry (0, options().mode).
+  std::vector<std::pair<std::uint64_t, consistency>> schedule() const {
+    std::lock_guard lock(mu_);
+    return schedule_;
+  }
+  /// Schedules `m` from step `from_step` of every key (0: the earliest step no
+  /// worker reached); returns that step. Thread-safe (run() may be serving).
+  /// Throws config_error or mismatch_error as described under "Mode changes".
+  std::uint64_t change_consistency(consistency m, std::uint64_t from_step = 0) {
+    std::lock_guard lock(mu_);
+    auto r = schedule_locked(m, from_step, -1);
+    if (!r.error) return r.step;
+    throw_reply_error(r.error->first, r.error->second);
+  }
 
  private:
   static constexpr std::size_t npos = static_cast<std::size_t>(-1);
@@ -249,6 +289,11 @@ class server {
     return request_header_bytes + push_codec_.max_encoded_bytes(max_len_);
   }
 
+  struct ssp_wait {
+    int worker;
+    std::uint64_t clock;  // the worker's clock after this push
+    std::uint32_t bound;  // staleness bound of the push's step (async: none)
+  };
   struct key_state {
     std::size_t id = 0;
     std::vector<float> params, state;
@@ -256,8 +301,13 @@ class server {
     std::uint64_t step = 0;     // updates applied (sync: completed steps)
     std::vector<char> pushed;   // sync: who pushed this step
     std::size_t pushed_count = 0;
-    std::vector<std::uint64_t> clock;                    // async/SSP: pushes applied per worker
-    std::vector<std::pair<int, std::uint64_t>> waiting;  // (worker, its clock) awaiting a reply
+    std::vector<int> sync_waiting;     // sync: pushers of this step awaiting its completion
+    std::vector<std::uint64_t> clock;  // per worker: its steps of this key applied
+    std::vector<ssp_wait> waiting;     // async/SSP: pushes awaiting the bound
+  };
+  struct schedule_result {
+    std::uint64_t step = 0;
+    std::optional<std::pair<reply_status, std::string>> error;
   };
   struct worker_state {
     bool live = true;        // not dropped
@@ -401,6 +451,8 @@ class server {
         pull_locked(w, h, out);
       } else if (h.kind == request_kind::hello) {
         ok_locked(w, request_kind::hello, 0, 0, {}, out, receive_bound());
+      } else if (h.kind == request_kind::mode) {
+        mode_request_locked(w, h, out);
       } else {
         shares_reply_locked(w, out);
       }
@@ -417,7 +469,9 @@ class server {
     const auto what = [&] {
       return detail::str(to_string(h.kind), " from worker ", w, " to server ", index_);
     };
-    if (h.kind == request_kind::shares || h.kind == request_kind::hello) return std::nullopt;
+    if (h.kind == request_kind::shares || h.kind == request_kind::hello ||
+        h.kind == request_kind::mode)
+      return std::nullopt;
     if (h.key >= keys_.size() || slot_[h.key] == npos)
       return {{reply_status::unknown_key,
                h.key >= keys_.size()
@@ -466,12 +520,13 @@ class server {
     add_stream_locked(key.length, 1);  // the finiteness scan
     const auto W = static_cast<std::size_t>(w);
     note_rate_locked(w, h);
-    if (opt_.mode.mode == consistency::kind::sync) {
-      if (h.step != s.step || s.pushed[W]) {
+    const consistency mode = mode_at_locked(h.step);
+    if (mode.mode == consistency::kind::sync) {
+      if (h.step != s.clock[W] || s.pushed[W]) {
         reject_locked(w, h.kind, h.key, reply_status::out_of_step,
                       detail::str("push from worker ", w, " of key '", key.name, "' for step ",
                                   h.step, s.pushed[W] ? " repeats a push of" : " but the key is at",
-                                  " step ", s.step, "; server parameters unchanged"),
+                                  " step ", s.clock[W], "; server parameters unchanged"),
                       out);
         return;
       }
@@ -480,7 +535,7 @@ class server {
       add_stream_locked(key.length, 3);
       s.pushed[W] = 1;
       ++s.pushed_count;
-      s.waiting.emplace_back(w, h.step);
+      s.sync_waiting.push_back(w);
       maybe_complete_locked(s, out);
       return;
     }
@@ -496,7 +551,9 @@ class server {
     apply_locked(s, ctx, grad);
     ++stats_.pushes_applied[W];
     ++s.clock[W];
-    s.waiting.emplace_back(w, s.clock[W]);
+    s.waiting.push_back(
+        {w, s.clock[W],
+         mode.mode == consistency::kind::bounded_staleness ? mode.staleness : UINT32_MAX});
     release_locked(s, out);
   }
 
@@ -511,15 +568,16 @@ class server {
     add_stream_locked(key.length, 2);
     update_context ctx{s.id, key.name, s.step, -1, s.pushed_count};
     apply_locked(s, ctx, s.agg);
-    for (auto [v, st] : s.waiting) {
-      (void)st;
+    for (int v : s.sync_waiting) {
       ++stats_.pushes_applied[static_cast<std::size_t>(v)];
+      ++s.clock[static_cast<std::size_t>(v)];
       ok_locked(v, request_kind::push, s.id, s.step, {}, out);
     }
-    s.waiting.clear();
+    s.sync_waiting.clear();
     std::fill(s.pushed.begin(), s.pushed.end(), 0);
     s.pushed_count = 0;
     std::fill(s.agg.begin(), s.agg.end(), 0.0F);
+    release_locked(s, out);  // the clocks moved: pushes of an earlier SSP step may go
   }
 
   /// Async/SSP: replies to every waiting push whose worker is within the bound.
@@ -527,14 +585,13 @@ class server {
     std::uint64_t slowest = UINT64_MAX;
     for (int v = 0; v < roles_.workers(); ++v)
       if (active(v)) slowest = std::min(slowest, s.clock[static_cast<std::size_t>(v)]);
-    const bool bounded = opt_.mode.mode == consistency::kind::bounded_staleness;
-    std::erase_if(s.waiting, [&](const std::pair<int, std::uint64_t>& p) {
-      const auto [v, c] = p;
-      if (bounded && slowest != UINT64_MAX && c > slowest + opt_.mode.staleness) return false;
+    std::erase_if(s.waiting, [&](const ssp_wait& p) {
+      const bool bounded = p.bound != UINT32_MAX;
+      if (bounded && slowest != UINT64_MAX && p.clock > slowest + p.bound) return false;
       if (bounded && slowest != UINT64_MAX)
-        stats_.max_staleness =
-            std::max(stats_.max_staleness, static_cast<std::uint32_t>(c - std::min(c, slowest)));
-      ok_locked(v, request_kind::push, s.id, s.step, {}, out);
+        stats_.max_staleness = std::max(
+            stats_.max_staleness, static_cast<std::uint32_t>(p.clock - std::min(p.clock, slowest)));
+      ok_locked(p.worker, request_kind::push, s.id, s.step, {}, out);
       return true;
     });
   }
@@ -661,24 +718,31 @@ class server {
     stats_.dropped.push_back(w);
     drop_reasons_.emplace_back(w, why);
     log(detail::str("worker ", w, " (rank ", roles_.worker_rank(w), ") dropped: ", why));
-    for (auto& s : ks_) std::erase_if(s.waiting, [w](const auto& p) { return p.first == w; });
-    if (opt_.mode.mode == consistency::kind::sync) {
+    for (auto& s : ks_) {
+      std::erase_if(s.waiting, [w](const ssp_wait& p) { return p.worker == w; });
+      std::erase(s.sync_waiting, w);
+    }
+    // A sync step the dropped worker owed (one in progress, or its next one)
+    // can never complete.
+    bool owes_sync = false;
+    for (const auto& s : ks_)
+      owes_sync =
+          owes_sync || s.pushed_count > 0 ||
+          mode_at_locked(s.clock[static_cast<std::size_t>(w)]).mode == consistency::kind::sync;
+    if (owes_sync) {
       failed_ = true;
       failure_ = detail::str("server ", index_, ": sync step cannot complete: worker ", w,
                              " (rank ", roles_.worker_rank(w), ") ", why);
       for (auto& s : ks_) {
-        for (auto [v, st] : s.waiting) {
-          (void)st;
+        for (int v : s.sync_waiting)
           reject_locked(v, request_kind::push, s.id, reply_status::peer_failed, failure_, out);
-        }
-        s.waiting.clear();
+        s.sync_waiting.clear();
         std::fill(s.pushed.begin(), s.pushed.end(), 0);
         s.pushed_count = 0;
         std::fill(s.agg.begin(), s.agg.end(), 0.0F);
       }
-    } else {
-      for (auto& s : ks_) release_locked(s, out);
     }
+    for (auto& s : ks_) release_locked(s, out);
   }
 
   /// Worker w said bye: the remaining workers carry on without it.
@@ -687,15 +751,103 @@ class server {
     ws.left = true;
     ws.in_flight = false;
     for (auto& s : ks_) {
-      std::erase_if(s.waiting, [w](const auto& p) { return p.first == w; });
-      if (opt_.mode.mode == consistency::kind::sync && !failed_) {
-        // A push it made this step stays in the aggregate (it cannot have been
-        // waiting: a worker's push blocks until its step completes).
-        maybe_complete_locked(s, out);
-      } else if (opt_.mode.mode != consistency::kind::sync) {
-        release_locked(s, out);
-      }
+      std::erase_if(s.waiting, [w](const ssp_wait& p) { return p.worker == w; });
+      // A sync push it made this step stays in the aggregate (it cannot have
+      // been waiting: a worker's push blocks until its step completes).
+      if (!failed_) maybe_complete_locked(s, out);
+      release_locked(s, out);
     }
+  }
+
+  // ------------------------------------------------------------ mode changes
+  consistency mode_at_locked(std::uint64_t step) const {
+    consistency m = schedule_.front().second;
+    for (const auto& [from, mode] : schedule_)
+      if (from <= step) m = mode;
+    return m;
+  }
+
+  /// Accepts or refuses "m from step T" (see "Mode changes"); `w` is the
+  /// asking worker, -1 for the server's owner.
+  schedule_result schedule_locked(consistency m, std::uint64_t from_step, int w) {
+    const std::string who = w < 0 ? std::string("the server's owner") : detail::str("worker ", w);
+    schedule_result r;
+    if ((m.mode != consistency::kind::bounded_staleness && m.staleness != 0) ||
+        (m.mode == consistency::kind::bounded_staleness && m.staleness == 0)) {
+      r.error = {reply_status::invalid_change,
+                 detail::str("server ", index_, ": mode change from ", who, " to ", m.to_string(),
+                             " with staleness ", m.staleness,
+                             " is invalid (sync and async take none, ssp:s needs s >= 1)")};
+      return r;
+    }
+    // The earliest step no worker has pushed (or begun to push) on our keys.
+    std::uint64_t earliest = 0;
+    std::string reached;
+    for (const auto& s : ks_)
+      for (std::size_t v = 0; v < s.clock.size(); ++v) {
+        const std::uint64_t next = s.clock[v] + (s.pushed[v] ? 1 : 0);
+        if (next > earliest) {
+          earliest = next;
+          reached = detail::str("worker ", v, " pushed step ", next - 1, " of key '",
+                                keys_[s.id].name, "'");
+        }
+      }
+    const std::uint64_t T = from_step == 0 ? earliest : from_step;
+    r.step = T;
+    const auto last = schedule_.back();                 // a copy: push_back below may reallocate
+    if (T == last.first && m == last.second) return r;  // already scheduled: accepted as is
+    if (T <= last.first) {
+      r.error = {
+          reply_status::out_of_step,
+          detail::str("server ", index_, ": mode change from ", who, " to ", m.to_string(),
+                      " from step ", T, " conflicts with the change to ", last.second.to_string(),
+                      " from step ", last.first, " already scheduled; mode unchanged")};
+      return r;
+    }
+    if (T < earliest) {
+      r.error = {
+          reply_status::invalid_change,
+          detail::str("server ", index_, ": mode change from ", who, " to ", m.to_string(),
+                      " from step ", T, " comes too late: ", reached,
+                      " already (the earliest step still open is ", earliest, "); mode unchanged")};
+      return r;
+    }
+    if (!(m == last.second)) {
+      schedule_.push_back({T, m});
+      log(detail::str("consistency ", last.second.to_string(), " -> ", m.to_string(), " from step ",
+                      T, " (asked by ", who, ")"));
+    }
+    return r;
+  }
+
+  void mode_request_locked(int w, const request_header& h, std::vector<outgoing>& out) {
+    consistency m;
+    if (h.length > UINT32_MAX) {
+      reject_locked(
+          w, h.kind, 0, reply_status::invalid_change,
+          detail::str("mode request from worker ", w, " to server ", index_, " asks for staleness ",
+                      h.length, ", above the largest bound 2^32 - 1; mode unchanged"),
+          out);
+      return;
+    }
+    if (h.samples == 1 || h.samples == 2 || h.samples == 3) {
+      m.mode = h.samples == 1   ? consistency::kind::sync
+               : h.samples == 2 ? consistency::kind::async
+                                : consistency::kind::bounded_staleness;
+      m.staleness = static_cast<std::uint32_t>(h.length);
+    } else {
+      reject_locked(w, h.kind, 0, reply_status::bad_request,
+                    detail::str("mode request from worker ", w, " to server ", index_,
+                                " names consistency kind ", h.samples,
+                                ", expected 1 (sync), 2 (async) or 3 (ssp); mode unchanged"),
+                    out);
+      return;
+    }
+    auto r = schedule_locked(m, h.step, w);
+    if (r.error)
+      reject_locked(w, h.kind, 0, r.error->first, std::move(r.error->second), out);
+    else
+      ok_locked(w, request_kind::mode, 0, r.step, {}, out);
   }
 
   // ------------------------------------------------------------ replies
@@ -792,6 +944,7 @@ class server {
   std::uint64_t sent0_ = 0, recv0_ = 0;
   bool failed_ = false;
   std::string failure_;
+  std::vector<std::pair<std::uint64_t, consistency>> schedule_;  // (first step, mode), by step
 };
 
 }  // namespace greenreduce::ps

@@ -242,6 +242,41 @@ class worker {
     return sh;
   }
 
+  /// Schedules consistency mode `m` on every server from step `from_step` of
+  /// every key on (0: the earliest step no worker has reached on the first
+  /// server, then the same step on the others); returns that step. Every push
+  /// of a step >= it is then served under `m`, whichever worker pushes it.
+  /// Several workers may ask for the same change (the same m and step): each
+  /// is accepted. config_error when a server refuses it (that step already
+  /// reached, or an invalid mode), mismatch_error when another change is
+  /// scheduled at or after that step. Servers asked before a refusing one keep
+  /// the change; ask for a step every worker is still before (in SSP with
+  /// bound s, at least s + 2 steps after this worker's) so none refuses.
+  std::uint64_t change_consistency(consistency m, std::uint64_t from_step = 0) {
+    enter();
+    const call_scope scope{this};
+    request_header h;
+    h.kind = request_kind::mode;
+    h.samples = m.mode == consistency::kind::sync    ? 1U
+                : m.mode == consistency::kind::async ? 2U
+                                                     : 3U;
+    h.length = m.staleness;
+    std::uint64_t at = from_step;
+    for (int s = 0; s < roles_.servers; ++s) {
+      h.step = at;
+      write_request(send_buf_, h);
+      const auto reply =
+          exchange_with(s, std::span<const std::byte>(send_buf_).first(request_header_bytes),
+                        request_kind::mode, detail::str("(consistency ", m.to_string(), ")"));
+      if (s > 0 && reply.header.step != at)
+        throw decode_error(detail::str("consistency change to ", m.to_string(), ": server rank ",
+                                       roles_.server_rank(s), " applies it from step ",
+                                       reply.header.step, ", asked for ", at));
+      at = reply.header.step;
+    }
+    return at;
+  }
+
   /// Samples this worker processes per step, reported with each push so the
   /// servers can measure its throughput (default 1: steps per second).
   void set_samples(std::uint32_t n) noexcept { samples_ = n; }
