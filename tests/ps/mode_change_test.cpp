@@ -34,6 +34,21 @@ std::vector<float> int_grad(std::uint64_t seed, int w, std::size_t k, int t, std
   return g;
 }
 
+/// The SGD parameters of key k (n elements) after `steps` steps of W workers
+/// when each step t < T moves them by rate_before(t) * g and later steps by
+/// rate_after * g, for every worker's g: per-push SSP applies lr * g_w, sync
+/// lr * mean_w g_w per step.
+std::vector<float> expected_params(std::uint64_t seed, int W, std::size_t k, std::size_t n,
+                                   int steps, int T, float rate_before, float rate_after) {
+  std::vector<float> want(n, 0.0F);
+  for (int t = 0; t < steps; ++t)
+    for (int w = 0; w < W; ++w) {
+      const auto g = int_grad(seed, w, k, t, n);
+      for (std::size_t i = 0; i < n; ++i) want[i] -= (t < T ? rate_before : rate_after) * g[i];
+    }
+  return want;
+}
+
 struct run_result {
   std::vector<std::vector<float>> params;  // per key, pulled at the end
   std::uint64_t updates = 0;               // over all servers
@@ -124,16 +139,8 @@ TEST_CASE("ps mode change: ssp:2 -> sync applies from the step the workers named
   CHECK_FALSE(r.bound_broken);
   CHECK_FALSE(r.lockstep_broken);
   // SGD: SSP applies lr * g_w per push, sync lr * mean_w g_w per step.
-  for (std::size_t k = 0; k < 2; ++k) {
-    const std::size_t n = k == 0 ? 5 : 7;
-    std::vector<float> want(n, 0.0F);
-    for (int t = 0; t < steps; ++t)
-      for (int w = 0; w < W; ++w) {
-        const auto g = int_grad(seed, w, k, t, n);
-        for (std::size_t i = 0; i < n; ++i) want[i] -= (t < T ? lr : lr / W) * g[i];
-      }
-    CHECK(r.params[k] == want);
-  }
+  for (std::size_t k = 0; k < 2; ++k)
+    CHECK(r.params[k] == expected_params(seed, W, k, k == 0 ? 5 : 7, steps, T, lr, lr / W));
 }
 
 TEST_CASE("ps mode change: sync -> ssp:1 asked mid-run applies from the step the workers named",
@@ -151,16 +158,8 @@ TEST_CASE("ps mode change: sync -> ssp:1 asked mid-run applies from the step the
   CHECK(r.max_staleness <= 1);
   CHECK_FALSE(r.bound_broken);
   CHECK_FALSE(r.lockstep_broken);
-  for (std::size_t k = 0; k < 2; ++k) {
-    const std::size_t n = k == 0 ? 5 : 7;
-    std::vector<float> want(n, 0.0F);
-    for (int t = 0; t < steps; ++t)
-      for (int w = 0; w < W; ++w) {
-        const auto g = int_grad(seed, w, k, t, n);
-        for (std::size_t i = 0; i < n; ++i) want[i] -= (t < T ? lr / W : lr) * g[i];
-      }
-    CHECK(r.params[k] == want);
-  }
+  for (std::size_t k = 0; k < 2; ++k)
+    CHECK(r.params[k] == expected_params(seed, W, k, k == 0 ? 5 : 7, steps, T, lr / W, lr));
 }
 
 TEST_CASE("ps mode change: invalid changes are typed errors and leave the mode as it was",
