@@ -35,12 +35,6 @@ inline void fill_input(std::span<float> x, std::uint64_t seed, int rank) {
   for (std::size_t i = 0; i < x.size(); ++i) x[i] = input_value(seed, rank, i);
 }
 
-/// The worst error of one encode of values with magnitude <= m.
-template <class Codec>
-double per_encode_error(const Codec& c, double m) {
-  return codec::encode_error_bound(c, m);
-}
-
 /// Elements of `result` (this rank's output) beyond the bound.
 template <class Codec>
 std::uint64_t count_wrong(const Codec& c, std::span<const float> result, std::uint64_t seed, int p,
