@@ -353,6 +353,67 @@ TEST_CASE("controller: the accuracy guard loosens and caps the ladder", "[adapti
   }
 }
 
+TEST_CASE("controller: minimum energy goes to the cheapest level the guard allows, and stays",
+          "[adaptive]") {
+  const adaptive::ladder ladder;
+  const std::size_t top = ladder.size() - 1;
+  SECTION("a slow link: the strongest level, in one move after the hysteresis") {
+    controller c(base_options().with_minimum_energy());
+    link_sim link;
+    link.bandwidth = 1e8;
+    link.noise = 0.2;
+    std::uint64_t moved_at = 0;
+    for (std::uint64_t s = 0; s < 1500; ++s) {
+      const std::size_t before = c.level();
+      c.observe(link.step(c, s));
+      if (c.level() != before && moved_at == 0) moved_at = s;
+    }
+    CHECK(c.level() == top);
+    CHECK(moved_at == 50 + 3 * 10 - 1);
+    CHECK(codec_changes(c) == 1);
+    REQUIRE(c.log().size() == 2);
+    CHECK(c.log()[1].why == reason::cheaper_level);
+    CHECK(c.log()[1].measured.predicted_joules < 0.9 * c.log()[1].measured.joules);
+    CHECK_THAT(c.log()[1].text,
+               Catch::Contains("predicted") && Catch::Contains("observed at level 0"));
+  }
+  SECTION("the guard caps it: one rung below the level that failed, held") {
+    controller c(base_options().with_minimum_energy().with_accuracy_guard(0.05));
+    link_sim link;
+    link.bandwidth = 1e8;
+    for (std::uint64_t s = 0; s < 1500; ++s) {
+      auto o = link.step(c, s);
+      if (s % 10 == 9)  // a slowly falling loss, 0.5 higher on the strongest level
+        o.with_val_loss(2.0 - 0.001 * static_cast<double>(s) + (c.level() == top ? 0.5 : 0));
+      c.observe(o);
+    }
+    CHECK(c.ceiling() == top - 1);
+    CHECK(c.level() == top - 1);
+    CHECK(codec_changes(c) == 2);  // up to the strongest, one rung back; never retried
+    REQUIRE(!c.log().empty());
+    CHECK(c.log().back().why == reason::accuracy_loss);
+  }
+  SECTION("a level that saves less than the margin is not worth a move") {
+    // fp16 halves the bytes: about half the joules on this link.
+    const double margin = GENERATE(0.4, 0.6);
+    controller c(base_options()
+                     .with_ladder(adaptive::ladder::parse("none,fp16"))
+                     .with_minimum_energy()
+                     .with_loosen_margin(margin));
+    link_sim link;
+    link.bandwidth = 1e8;
+    for (std::uint64_t s = 0; s < 800; ++s) c.observe(link.step(c, s));
+    INFO("margin " << margin);
+    CHECK(c.level() == (margin < 0.5 ? 1U : 0U));
+    CHECK(codec_changes(c) == (margin < 0.5 ? 1U : 0U));
+  }
+  SECTION("exclusive with a budget") {
+    CHECK_THROWS_MATCHES(
+        controller(controller_options().with_minimum_energy().with_energy_budget(1)), config_error,
+        test::what_has("energy_budget_j", "minimize_energy"));
+  }
+}
+
 TEST_CASE("controller: the same observations give the same decisions", "[adaptive]") {
   const auto seed = test::seed(11);
   INFO("seed " << seed);

@@ -33,6 +33,10 @@
 //       can be a looser one;
 //     - within limits: target the loosest looser level predicted to meet both
 //       with loosen_margin to spare (room_to_loosen).
+//   With minimize_energy instead of a budget: target the allowed level
+//   predicted cheapest per step when it saves loosen_margin over the current
+//   level's observed joules (cheaper_level); with max_slowdown, among the
+//   levels predicted within it.
 //   A move happens when the target lies in the same direction for
 //   hysteresis_windows consecutive windows and the dwell has passed since the
 //   last move, so a signal that flips faster than that never moves it. The
@@ -444,6 +448,10 @@ class controller {
   }
 
   void objectives(std::uint64_t step, signals& s, bool may_tighten) {
+    if (o_.minimize_energy) {
+      cheapest(step, s, may_tighten);
+      return;
+    }
     const bool over_budget = o_.energy_budget_j > 0 && s.joules > o_.energy_budget_j;
     const double lim = slowdown_limit();
     const bool over_time = lim > 0 && s.step_seconds > lim;
@@ -541,6 +549,66 @@ class controller {
     last_move_by_guard_ = false;
   }
 
+  // minimize_energy: the allowed level (at most the guard's ceiling; no
+  // stronger one while the guard waits) predicted cheapest per step, when it
+  // saves loosen_margin over the current level's observed joules. With
+  // max_slowdown only levels within it compete; a current level over it must
+  // move to the cheapest one within it, or (none is) to the fastest when that
+  // saves loosen_margin of step time.
+  void cheapest(std::uint64_t step, signals& s, bool may_tighten) {
+    const double lim = slowdown_limit();
+    const auto in_time = [&](double sec) { return lim <= 0 || sec <= lim; };
+    const bool current_ok = in_time(s.step_seconds);
+    const double keep = 1 - o_.loosen_margin;
+    std::size_t best = level_, fastest = level_;
+    double best_j = current_ok ? keep * s.joules : std::numeric_limits<double>::infinity();
+    double fastest_s = keep * s.step_seconds;
+    for (std::size_t l = 0; l <= ceiling_; ++l) {
+      if (l == level_ || (l > level_ && !may_tighten)) continue;
+      const auto p = predict(l);
+      if (p.seconds < fastest_s) {
+        fastest = l;
+        fastest_s = p.seconds;
+      }
+      if (!std::isnan(p.joules) && in_time(p.seconds) && p.joules < best_j) {
+        best = l;
+        best_j = p.joules;
+      }
+    }
+    std::size_t target = best;
+    reason why = reason::cheaper_level;
+    std::string text;
+    if (best != level_) {
+      const auto p = predict(best);
+      text = current_ok ? detail::str("level ", best, " (", o_.ladder[best].spec, ") predicted ",
+                                      p.joules, " J/step, ", p.seconds, " s/step against ",
+                                      s.joules, " J/step observed at level ", level_, " (",
+                                      o_.ladder[level_].spec, ")")
+                        : detail::str("step time ", s.step_seconds, " s above ", o_.max_slowdown,
+                                      " x the warm-up ", baseline_, " s; level ", best, " (",
+                                      o_.ladder[best].spec, ") is the cheapest within it at ",
+                                      p.joules, " J/step");
+      if (!current_ok) why = reason::over_slowdown;
+    } else if (!current_ok && fastest != level_) {
+      target = fastest;
+      why = reason::over_slowdown;
+      text = detail::str("step time ", s.step_seconds, " s above ", o_.max_slowdown,
+                         " x the warm-up ", baseline_,
+                         " s and no level is predicted within it; "
+                         "level ",
+                         fastest, " (", o_.ladder[fastest].spec, ") is predicted fastest at ",
+                         fastest_s, " s/step");
+    }
+    const int want = target > level_ ? +1 : target < level_ ? -1 : 0;
+    codec_h_.see(want);
+    if (want == 0 || codec_h_.count < o_.hysteresis_windows || !codec_d_.ready()) return;
+    const auto p = predict(target);
+    s.predicted_joules = p.joules;
+    s.predicted_seconds = p.seconds;
+    move_codec(step, target, why, text, s);
+    last_move_by_guard_ = false;
+  }
+
   void congestion(std::uint64_t step, signals& s) {
     const double frac = s.step_seconds > 0 ? s.comm_seconds / s.step_seconds : 0;
     const bool use_frac = o_.comm_fraction_high > 0;
@@ -573,7 +641,8 @@ class controller {
 
   void move_codec(std::uint64_t step, std::size_t to, reason why, std::string text,
                   const signals& s) {
-    if (why == reason::over_budget || why == reason::over_slowdown || why == reason::room_to_loosen)
+    if (why == reason::over_budget || why == reason::over_slowdown ||
+        why == reason::room_to_loosen || why == reason::cheaper_level)
       state_ = policy_state::tracking;
     if (codec_d_.moved(to > level_ ? +1 : -1, max_dwell()))
       text += detail::str("; reverses a recent move, dwell now ", codec_d_.dwell, " windows");

@@ -34,6 +34,7 @@ enum class reason : std::uint8_t {
   budget_attainable,    ///< objectives met again after being unattainable
   congestion,           ///< step-time spread (or comm fraction) high: more staleness
   congestion_cleared,   ///< spread low again: less staleness
+  cheaper_level,        ///< minimize_energy: another level is predicted cheaper by the margin
 };
 
 constexpr std::string_view to_string(reason r) noexcept {
@@ -58,6 +59,8 @@ constexpr std::string_view to_string(reason r) noexcept {
       return "congestion";
     case reason::congestion_cleared:
       return "congestion_cleared";
+    case reason::cheaper_level:
+      return "cheaper_level";
   }
   return "unknown";
 }

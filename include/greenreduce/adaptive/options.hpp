@@ -2,7 +2,7 @@
 //
 //   adaptive::controller_options o;
 //   o.with_ladder(adaptive::ladder::parse("none,fp16,int8,topk:0.01"))
-//    .with_energy_budget(2.5)          // joules per step
+//    .with_energy_budget(2.5)          // joules per step (or .with_minimum_energy())
 //    .with_max_slowdown(1.5)           // x the warm-up step time
 //    .with_accuracy_guard(0.05);       // val loss at most 5% above the best seen
 //
@@ -31,6 +31,7 @@ struct controller_options {
   std::uint32_t max_dwell_windows = 80;  ///< cap of the dwell after repeated reversals
   std::uint32_t guard_windows = 1;       ///< consecutive bad windows before the accuracy guard acts
   double energy_budget_j = 0;            ///< joules per step; 0 = no energy objective
+  bool minimize_energy = false;          ///< objective: the cheapest level the guard allows
   double max_slowdown = 0;               ///< step time / warm-up step time; 0 = no time objective
   double loosen_margin = 0.1;            ///< loosen only if predicted within (1 - margin) of limits
   double max_loss_increase = 0;          ///< relative loss rise the guard tolerates; 0 = off
@@ -71,6 +72,11 @@ struct controller_options {
   controller_options& with_energy_budget(double joules_per_step) {
     return energy_budget_j = joules_per_step, *this;
   }
+  /// Objective "as few joules as the accuracy guard allows": every window,
+  /// move to the allowed level predicted cheapest per step when it saves
+  /// loosen_margin over what the current level was observed to cost (within
+  /// max_slowdown when that is set). Excludes an energy budget.
+  controller_options& with_minimum_energy(bool on = true) { return minimize_energy = on, *this; }
   /// A budget per epoch, spread evenly over its steps.
   controller_options& with_epoch_energy_budget(double joules_per_epoch,
                                                std::uint64_t steps_per_epoch) {
@@ -136,6 +142,9 @@ struct controller_options {
     if (!(ewma_alpha > 0 && ewma_alpha <= 1)) bad("ewma_alpha", ewma_alpha, "must be in (0, 1]");
     if (!std::isnan(reference_loss) && !std::isfinite(reference_loss))
       bad("reference_loss", reference_loss, "must be finite (or NaN for the best loss seen)");
+    if (minimize_energy && energy_budget_j > 0)
+      bad("energy_budget_j", energy_budget_j,
+          "must be 0 with minimize_energy (the objective is the minimum, not a budget)");
     if (spread_low > spread_high) bad("spread_low", spread_low, "must not exceed spread_high");
     if (comm_fraction_high > 0 && comm_fraction_low > comm_fraction_high)
       bad("comm_fraction_low", comm_fraction_low, "must not exceed comm_fraction_high");
