@@ -83,6 +83,41 @@ TEST_CASE("rendezvous: each launcher's variables", "[transport][rendezvous]") {
   CHECK(w.size == 1);
 }
 
+TEST_CASE("rendezvous: the store's port, beside torchrun's agent store",
+          "[transport][rendezvous]") {
+  const vars torchrun{
+      {"RANK", "1"}, {"WORLD_SIZE", "4"}, {"MASTER_ADDR", "10.0.0.1"}, {"MASTER_PORT", "29500"}};
+  auto with = [&](vars base, vars extra) {
+    for (auto& [k, x] : extra) base[k] = x;
+    return world(base);
+  };
+  // Variables set by hand: the store is on MASTER_PORT.
+  CHECK(world(torchrun).master_port == 29500);
+  // torchrun's elastic agent serves its own store on MASTER_PORT: ours goes one above.
+  CHECK(with(torchrun, {{"TORCHELASTIC_RUN_ID", "none"}}).master_port == 29501);
+  CHECK(with(torchrun, {{"TORCHELASTIC_USE_AGENT_STORE", "True"}}).master_port == 29501);
+  // An explicit port wins, under any launcher.
+  CHECK(with(torchrun, {{"TORCHELASTIC_RUN_ID", "x"}, {"GREENREDUCE_STORE_PORT", "40000"}})
+            .master_port == 40000);
+  CHECK(world({{"OMPI_COMM_WORLD_RANK", "0"},
+               {"OMPI_COMM_WORLD_SIZE", "2"},
+               {"MASTER_ADDR", "m"},
+               {"MASTER_PORT", "7"},
+               {"GREENREDUCE_STORE_PORT", "8"}})
+            .master_port == 8);
+  // The agent only matters to torchrun-style launches.
+  CHECK(world({{"OMPI_COMM_WORLD_RANK", "0"},
+               {"OMPI_COMM_WORLD_SIZE", "2"},
+               {"MASTER_ADDR", "m"},
+               {"MASTER_PORT", "7"},
+               {"TORCHELASTIC_RUN_ID", "x"}})
+            .master_port == 7);
+  CHECK_THROWS_MATCHES(with(torchrun, {{"GREENREDUCE_STORE_PORT", "0"}}), gr::config_error,
+                       what_has("GREENREDUCE_STORE_PORT=\"0\""));
+  CHECK_THROWS_MATCHES(with(torchrun, {{"TORCHELASTIC_RUN_ID", "x"}, {"MASTER_PORT", "65535"}}),
+                       gr::config_error, what_has("MASTER_PORT=65535", "GREENREDUCE_STORE_PORT"));
+}
+
 TEST_CASE("rendezvous: malformed or missing values name the variable", "[transport][rendezvous]") {
   const vars master{{"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "29500"}};
   auto with = [&](vars v) {

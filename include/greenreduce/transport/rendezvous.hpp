@@ -10,6 +10,11 @@
 // GREENREDUCE_MASTER_PORT. A world of size 1 needs no master. Every malformed
 // or missing value is a config_error naming the variable.
 //
+// The store's port: GREENREDUCE_STORE_PORT when set (any launcher); else,
+// under torchrun's elastic agent (TORCHELASTIC_RUN_ID or
+// TORCHELASTIC_USE_AGENT_STORE set), MASTER_PORT + 1, because the agent itself
+// serves its own store on MASTER_PORT for the whole job; else the master port.
+//
 // The address a rank listens on is chosen, in this order, by an explicit
 // address, by GREENREDUCE_SOCKET_IFNAME (the interface's first IPv4 address,
 // getifaddrs(3)), or as the local address the kernel would use to reach the
@@ -86,6 +91,21 @@ inline void read_master(const env_source& env, world_info& w, bool torchrun) {
                      have_addr ? port_var : addr_var, " is missing)"));
 }
 
+/// The store's port (see the header comment); after read_master.
+inline void read_store_port(const env_source& env, world_info& w, bool torchrun) {
+  if (env.get("GREENREDUCE_STORE_PORT")) {
+    w.master_port = static_cast<std::uint16_t>(env_int(env, "GREENREDUCE_STORE_PORT", 0, 1, 65535));
+    return;
+  }
+  if (!torchrun || w.master_port == 0) return;
+  if (!env.get("TORCHELASTIC_RUN_ID") && !env.get("TORCHELASTIC_USE_AGENT_STORE")) return;
+  if (w.master_port == 65535)
+    throw config_error(
+        "MASTER_PORT=65535 under torchrun's elastic agent: the agent serves its own store on "
+        "MASTER_PORT and greenreduce's would go on MASTER_PORT + 1; set GREENREDUCE_STORE_PORT");
+  w.master_port = static_cast<std::uint16_t>(w.master_port + 1);
+}
+
 }  // namespace detail
 
 /// World info from the launcher's environment (order in the header comment).
@@ -113,6 +133,7 @@ inline world_info world_from_env(const env_source& env) {
         "OMPI_COMM_WORLD_RANK/OMPI_COMM_WORLD_SIZE (mpirun), PMI_RANK/PMI_SIZE or "
         "SLURM_PROCID/SLURM_NTASKS (srun), or construct the transport from explicit options");
   }
+  detail::read_store_port(env, w, w.launcher == "torchrun");
   return w;
 }
 
