@@ -4,7 +4,8 @@
 // first 50 steps run fp32 (warm-up), then the controller moves along
 // --adaptive-ladder (default none,fp16,int8,ternary) to meet --energy-budget,
 // the estimated joules per step of the gradient exchange summed over the
-// ranks (0: no budget, the codec stays fp32). Error feedback on the owned
+// ranks (0: no budget, the codec stays fp32), or with --energy-budget min to
+// run the level predicted cheapest that the accuracy guard allows. Error feedback on the owned
 // chunk, flushed across switches (docs/adaptive.md). Everything else — data,
 // schedule, SGD with momentum, the energy account — is the ring modes'.
 //
@@ -70,6 +71,11 @@ void write_levels_svg(const std::string& path, const std::vector<std::size_t>& l
   os << "\"/>\n</svg>\n";
 }
 
+std::string budget_text(const demo_options& o) {
+  return o.energy_min ? std::string("minimum energy")
+                      : detail::str("budget ", o.energy_budget, " J/step");
+}
+
 constexpr std::size_t probe_images = 256;
 constexpr std::uint64_t probe_every = 25;
 constexpr std::size_t probe_window = 4;  // losses averaged: 100 steps
@@ -89,6 +95,7 @@ rank_outcome run_adaptive(rank_context& c, demo_world& world) {
   adaptive::adaptive_allreduce_options o;
   o.policy.with_ladder(adaptive::ladder::parse(c.opt.adaptive_ladder))
       .with_energy_budget(c.opt.energy_budget)
+      .with_minimum_energy(c.opt.energy_min)
       .with_accuracy_guard(c.opt.adaptive_guard)
       .with_model(c.model);
   o.ring.error_feedback = true;
@@ -158,8 +165,8 @@ rank_outcome run_adaptive(rank_context& c, demo_world& world) {
     for (std::size_t k = 0; k < ladder.size(); ++k)
       share += detail::str(k ? ", " : "", ladder[k].spec, " ", per_level[k]);
     if (c.opt.progress) {
-      std::fprintf(stderr, "adaptive: budget %g J/step, %zu decisions, steps per level: %s\n",
-                   c.opt.energy_budget, ar.policy().log().size(), share.c_str());
+      std::fprintf(stderr, "adaptive: %s, %zu decisions, steps per level: %s\n",
+                   budget_text(c.opt).c_str(), ar.policy().log().size(), share.c_str());
       if (!probe_losses.empty())
         std::fprintf(stderr,
                      "adaptive: probe loss (%zu images) %.4f at step %llu, %.4f at the end\n",
@@ -172,9 +179,9 @@ rank_outcome run_adaptive(rank_context& c, demo_world& world) {
       for (const auto& d : ar.policy().log()) f << d.to_json() << '\n';
     }
     if (!c.opt.plot.empty())
-      write_levels_svg(c.opt.plot + "-adaptive.svg", levels, ladder,
-                       detail::str("adaptive: codec level per step (budget ", c.opt.energy_budget,
-                                   " J/step, estimated)"));
+      write_levels_svg(
+          c.opt.plot + "-adaptive.svg", levels, ladder,
+          detail::str("adaptive: codec level per step (", budget_text(c.opt), ", estimated)"));
     out.params = std::move(params);
   }
   return out;

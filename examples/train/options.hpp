@@ -47,6 +47,7 @@ struct demo_options {
   std::string profile = "datacenter_ethernet";
   std::string link;          ///< --link RATE: ranks run in bench/netns.sh namespaces
   double energy_budget = 0;  ///< adaptive mode: estimated J per step of the exchange, all ranks
+  bool energy_min = false;   ///< adaptive mode: --energy-budget min, the cheapest allowed level
   std::string adaptive_ladder = "none,fp16,int8,ternary";  ///< adaptive mode: codec ladder
   double adaptive_guard = 0.2;  ///< adaptive mode: probe-loss rise the accuracy guard allows
   bool progress = true;
@@ -57,7 +58,7 @@ inline constexpr const char* usage_text =
     "       [--lr X] [--momentum X] [--seed N] [--limit N] [--test-limit N]\n"
     "       [--topk-ratio X] [--staleness K] [--servers S] [--straggler RANK:FACTOR]\n"
     "       [--balance] [--json FILE] [--csv FILE] [--plot PATH] [--plot-format auto|png|svg]\n"
-    "       [--profile NAME] [--link RATE] [--energy-budget J] [--adaptive-ladder LIST]\n"
+    "       [--profile NAME] [--link RATE] [--energy-budget J|min] [--adaptive-ladder LIST]\n"
     "       [--adaptive-guard X] [--no-progress]\n"
     "--modes takes a comma-separated list of these (default: every default one):\n";
 
@@ -169,7 +170,16 @@ inline demo_options parse_options(int argc, const char* const* argv) {
       o.link = value();
       if (o.link.empty()) throw config_error("--link expects a rate such as 1gbit");
     } else if (a == "--energy-budget") {
-      o.energy_budget = number(a, value(), 0.0, 1e12);
+      const std::string v = value();
+      o.energy_min = v == "min";
+      try {
+        o.energy_budget = o.energy_min ? 0.0 : number(a, v, 0.0, 1e12);
+      } catch (const config_error&) {
+        throw config_error(
+            "--energy-budget expects a number in [0, 1e12] (J per step) or \"min\", "
+            "got \"" +
+            v + "\"");
+      }
     } else if (a == "--adaptive-ladder") {
       o.adaptive_ladder = value();
       (void)adaptive::ladder::parse(o.adaptive_ladder);  // a bad spec fails before the launch

@@ -135,9 +135,18 @@ TEST_CASE("train_demo options: the adaptive mode's budget and ladder", "[train]"
   CHECK(adaptive::ladder::parse(d.adaptive_ladder).size() == 4);
   const auto o = parse({"--energy-budget", "0.25", "--adaptive-ladder", "none,int8,topk:0.01"});
   CHECK(o.energy_budget == 0.25);
+  CHECK(!o.energy_min);
   CHECK(o.adaptive_ladder == "none,int8,topk:0.01");
-  CHECK_THAT(error_of({"--energy-budget", "-1"}),
-             Catch::Contains("--energy-budget expects a number in [0,"));
+  const auto m = parse({"--energy-budget", "min"});
+  CHECK(m.energy_min);
+  CHECK(m.energy_budget == 0);
+  CHECK_THAT(error_of({"--energy-budget", "minimum"}),
+             Catch::Contains("--energy-budget expects a number in [0, 1e12] (J per step) or "
+                             "\"min\", got \"minimum\""));
+  CHECK_THAT(
+      error_of({"--energy-budget", "-1"}),
+      Catch::Contains(
+          "--energy-budget expects a number in [0, 1e12] (J per step) or \"min\", got \"-1\""));
   CHECK_THAT(error_of({"--adaptive-ladder", "none,zip"}), Catch::Contains("unknown codec \"zip\""));
   CHECK_THAT(error_of({"--adaptive-ladder", "int8,none"}), Catch::Contains("loosest first"));
 }
