@@ -32,7 +32,7 @@
 //      picks the interface to listen on)
 //
 //   3. torchrun, or its environment written by hand, one process per rank:
-//        $ torchrun --nproc-per-node 4 --no-python ./build/examples/05_ring_tcp
+//        $ torchrun --nproc_per_node 4 --no_python ./build/examples/05_ring_tcp
 //        $ export WORLD_SIZE=4 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500
 //        $ for r in 0 1 2 3; do RANK=$r ./build/examples/05_ring_tcp & done; wait
 //

@@ -22,7 +22,7 @@
 //
 //   $ ./build/examples/train/train_demo                     # 4 local ranks, all modes
 //   $ ./build/examples/train/train_demo --straggler 1:2 --balance --modes sync,async
-//   $ torchrun --nproc-per-node 5 ./build/examples/train/train_demo   (1 server + 4 workers)
+//   $ torchrun --nproc_per_node 5 --no_python ./build/examples/train/train_demo   (1 server + 4 workers)
 //
 // Argument errors print a message and exit with status 2.
 #include <chrono>
