@@ -65,6 +65,15 @@ endif()
 if(NOT server_j_async GREATER 0 OR NOT server_j_sync EQUAL 0)
   message(FATAL_ERROR "server energy: async ${server_j_async} J (expected > 0), sync ${server_j_sync} J (expected 0)")
 endif()
+# Without --ps-sync-warmup the PS runs SSP from step 0: no switch, no sync
+# update, one update per push (2 workers x 31 steps).
+string(JSON switch GET "${json}" modes 2 ps_switch_step)
+string(JSON sync_updates GET "${json}" modes 2 ps_sync_updates)
+string(JSON updates GET "${json}" modes 2 ps_updates)
+if(NOT switch EQUAL -1 OR NOT sync_updates EQUAL 0 OR NOT updates EQUAL 62)
+  message(FATAL_ERROR "async: switch step ${switch}, ${sync_updates} sync updates, ${updates} "
+                      "updates; expected -1 (none), 0, 62")
+endif()
 if(NOT wire_topk LESS wire_sync)
   message(FATAL_ERROR "topk moved ${wire_topk} wire bytes per rank, sync ${wire_sync}: expected fewer")
 endif()
