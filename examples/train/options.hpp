@@ -41,8 +41,9 @@ struct demo_options {
   double topk_ratio = 0.05;    ///< kept fraction for topk and hybrid pushes
   int staleness = 4;           ///< SSP bound of the PS modes
   /// PS modes: epochs (may be fractional) served in sync consistency before
-  /// the switch to SSP (ps::worker::change_consistency); 0: SSP from the start.
-  double ps_sync_warmup = 0;
+  /// the switch to SSP (ps::worker::change_consistency); 0: SSP from the
+  /// start. Default 2 (of 5): measured, docs/train_demo.md.
+  double ps_sync_warmup = 2;
   int servers = 1;  ///< parameter-server ranks of the PS modes (keys split over them)
   straggler_spec straggler;
   bool balance = false;

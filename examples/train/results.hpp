@@ -69,7 +69,9 @@ inline void print_table(std::FILE* out, const run_info& info,
                         const std::vector<mode_result>& rows) {
   std::string ps;
   if (info.servers > 0) ps = greenreduce::detail::str(" + ", info.servers, " PS server(s)");
-  if (info.servers > 0 && info.ps_sync_warmup > 0)
+  if (info.servers > 0 && info.ps_sync_warmup >= info.epochs)
+    ps += " (sync consistency throughout)";
+  else if (info.servers > 0 && info.ps_sync_warmup > 0)
     ps += greenreduce::detail::str(" (sync for ", info.ps_sync_warmup, " epoch(s), then SSP)");
   std::fprintf(
       out,

@@ -102,7 +102,7 @@ TEST_CASE("train_demo options: defaults and every flag", "[train]") {
   CHECK(o.servers == 2);
   CHECK_FALSE(o.progress);
   CHECK(o.ps_sync_warmup == Approx(0.5));
-  CHECK(d.ps_sync_warmup == 0.0);  // SSP from the start unless asked
+  CHECK(d.ps_sync_warmup == 2.0);  // sync for the first 2 epochs, then SSP
 }
 
 TEST_CASE("train_demo --ps-sync-warmup: epochs to steps", "[train]") {
