@@ -482,13 +482,20 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
   const auto keys = ps_keys(P, world.servers);
   const ps::roles roles(world.servers, t.size());
   const std::uint64_t end_step = c.steps_per_epoch * static_cast<std::size_t>(c.opt.epochs);
+  // --ps-push-every K: a worker pulls, computes K gradients on those
+  // parameters and pushes their sum, so the PS sees `rounds` pushes per
+  // worker (its "steps"), each worth K steps of data.
+  const auto K = static_cast<std::uint64_t>(c.opt.ps_push_every);
+  const std::uint64_t rounds = (end_step + K - 1) / K;
+  const std::uint64_t pull_every = static_cast<std::uint64_t>(setup.pull_every) * K;
   // --ps-sync-warmup: the first `sync_steps` steps in sync consistency (every
   // worker's gradient of a step averaged into one update, as the ring's sync
   // does), then SSP, scheduled by the workers via change_consistency.
   const std::uint64_t sync_steps = ps_sync_steps(c.opt.ps_sync_warmup, c.steps_per_epoch, end_step);
+  const std::uint64_t sync_rounds = std::min(rounds, (sync_steps + K - 1) / K);
   const auto ssp = ps::consistency::bounded_staleness(static_cast<std::uint32_t>(c.opt.staleness));
   ps::ps_options po;
-  po.mode = sync_steps > 0 ? ps::consistency::sync() : ssp;
+  po.mode = sync_rounds > 0 ? ps::consistency::sync() : ssp;
   po.timeout = std::chrono::milliseconds(120000);
 
   if (world.is_server()) {
@@ -515,13 +522,13 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
     // without the ramp a run over shaped links (bench/netns.sh, 1gbit) killed
     // the network within its first 50 steps (loss stuck at ln 10, 10%
     // accuracy). A sync start needs no ramp: it is the ring's sync rule.
-    const double async_updates = static_cast<double>(end_step - sync_steps) * c.world;
-    const double warmup = sync_steps > 0 ? 0.0 : std::max(1.0, async_updates / 20);
+    const double async_updates = static_cast<double>(rounds - sync_rounds) * c.world;
+    const double warmup = sync_rounds > 0 ? 0.0 : std::max(1.0, async_updates / 20);
     const auto sync_lr = static_cast<float>(c.opt.lr);
     const auto sync_mom = static_cast<float>(m);
-    const auto T = static_cast<double>(sync_steps);
+    const auto T = static_cast<double>(sync_rounds);
     const auto np = static_cast<double>(c.world);
-    const auto total = static_cast<double>(end_step);
+    const auto total = static_cast<double>(rounds);
     // At the switch the velocity is rescaled so that a steady gradient keeps
     // moving the parameters as far per step: sync moves them lr v per step,
     // SSP lr0 v' per push (np pushes a step), so v' = v lr / (np lr0).
@@ -589,9 +596,8 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
     const std::uint64_t updates = st.updates;  // a sync step is one update of np pushes
     const std::uint64_t pushes =
         std::accumulate(st.pushes_applied.begin(), st.pushes_applied.end(), std::uint64_t{0});
-    const std::uint64_t pulls = static_cast<std::uint64_t>(c.world) *
-                                ((end_step + static_cast<std::uint64_t>(setup.pull_every) - 1) /
-                                 static_cast<std::uint64_t>(setup.pull_every));
+    const std::uint64_t pulls =
+        static_cast<std::uint64_t>(c.world) * ((end_step + pull_every - 1) / pull_every);
     const codec::work dec = push_codec.decode_work(len);
     const codec::work enc =
         setup.encoded_pull ? pull_codec.encode_work(len) : codec::none{}.encode_work(len);
@@ -632,19 +638,21 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
   collective::barrier(t);
   const auto start = steady::now();
   const std::uint64_t sent0 = t.bytes_sent(), recv0 = t.bytes_received();
-  if (sync_steps > 0 && sync_steps < end_step) {
+  if (sync_rounds > 0 && sync_rounds < rounds) {
     // Every worker asks for the same change (each is accepted); none can have
-    // pushed step sync_steps yet, since a sync step completes only once all
+    // pushed step sync_rounds yet, since a sync step completes only once all
     // pushed it.
-    const std::uint64_t at = wk.change_consistency(ssp, sync_steps);
-    if (at != sync_steps)
-      throw mismatch_error(greenreduce::detail::str("the PS scheduled ", ssp.to_string(),
-                                                    " from step ", at, ", asked for ", sync_steps));
+    const std::uint64_t at = wk.change_consistency(ssp, sync_rounds);
+    if (at != sync_rounds)
+      throw mismatch_error(greenreduce::detail::str(
+          "the PS scheduled ", ssp.to_string(), " from step ", at, ", asked for ", sync_rounds));
   }
+  std::vector<float> sum(K > 1 ? P : 0, 0.0F);
+  std::size_t summed = 0;  // samples in `sum`
   train_loop(
       c, mode, false, acc, params, out,
       [&](std::vector<float>& p, std::uint64_t step) {
-        if (step % static_cast<std::uint64_t>(setup.pull_every) != 0) return;
+        if (step % pull_every != 0) return;
         each_key([&](const ps::key_spec& k, std::size_t off) {
           acc.add(wk.pull(k.name, std::span<float>(p).subspan(off, k.length)), step);
         });
@@ -653,10 +661,20 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
         const float weight = static_cast<float>(b) / static_cast<float>(c.opt.batch);
         if (weight != 1.0F)
           for (float& v : grad) v *= weight;
-        wk.set_samples(static_cast<std::uint32_t>(b));
+        if (K > 1) {
+          for (std::size_t i = 0; i < P; ++i) sum[i] += grad[i];
+          summed += b;
+          if ((step + 1) % K != 0 && step + 1 != end_step) return;
+        }
+        const std::vector<float>& g = K > 1 ? sum : grad;
+        wk.set_samples(static_cast<std::uint32_t>(K > 1 ? summed : b));
         each_key([&](const ps::key_spec& k, std::size_t off) {
-          acc.add(wk.push(k.name, std::span<const float>(grad).subspan(off, k.length)), step);
+          acc.add(wk.push(k.name, std::span<const float>(g).subspan(off, k.length)), step);
         });
+        if (K > 1) {
+          std::fill(sum.begin(), sum.end(), 0.0F);
+          summed = 0;
+        }
       },
       [&](double, std::uint64_t step) {
         report r;

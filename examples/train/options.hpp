@@ -44,6 +44,9 @@ struct demo_options {
   /// the switch to SSP (ps::worker::change_consistency); 0: SSP from the
   /// start. Default 2 (of 5): measured, docs/train_demo.md.
   double ps_sync_warmup = 2;
+  /// PS modes: a worker pushes the sum of this many steps' gradients, pulling
+  /// before the first of them (fewer, larger pushes); 1: every step.
+  int ps_push_every = 1;
   int servers = 1;  ///< parameter-server ranks of the PS modes (keys split over them)
   straggler_spec straggler;
   bool balance = false;
@@ -60,11 +63,10 @@ struct demo_options {
 inline constexpr const char* usage_text =
     "usage: train_demo [--data DIR] [--np N] [--modes LIST] [--epochs N] [--batch N]\n"
     "       [--lr X] [--momentum X] [--seed N] [--limit N] [--test-limit N]\n"
-    "       [--topk-ratio X] [--staleness K] [--ps-sync-warmup EPOCHS] [--servers S]\n"
-    "       [--straggler RANK:FACTOR] [--balance] [--json FILE] [--csv FILE] [--plot PATH]\n"
-    "       [--plot-format auto|png|svg]"
-    " [--profile NAME] [--link RATE] [--energy-budget J] [--adaptive-ladder LIST]\n"
-    "       [--adaptive-guard X] [--no-progress]\n"
+    "       [--topk-ratio X] [--staleness K] [--ps-sync-warmup EPOCHS] [--ps-push-every K]\n"
+    "       [--servers S] [--straggler RANK:FACTOR] [--balance] [--json FILE] [--csv FILE]\n"
+    "       [--plot PATH] [--plot-format auto|png|svg] [--profile NAME] [--link RATE]\n"
+    "       [--energy-budget J] [--adaptive-ladder LIST] [--adaptive-guard X] [--no-progress]\n"
     "--modes takes a comma-separated list of these (default: every default one):\n";
 
 namespace options_detail {
@@ -155,6 +157,8 @@ inline demo_options parse_options(int argc, const char* const* argv) {
       o.servers = static_cast<int>(integer(a, value(), 1, 16));
     } else if (a == "--staleness") {
       o.staleness = static_cast<int>(integer(a, value(), 0, 1000));
+    } else if (a == "--ps-push-every") {
+      o.ps_push_every = static_cast<int>(integer(a, value(), 1, 64));
     } else if (a == "--ps-sync-warmup") {
       o.ps_sync_warmup = number(a, value(), 0.0, 1000.0);
     } else if (a == "--straggler") {

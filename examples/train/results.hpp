@@ -46,6 +46,7 @@ struct run_info {
   double lr = 0, momentum = 0, topk_ratio = 0;
   int staleness = 0;
   double ps_sync_warmup = 0;  ///< epochs of sync consistency before SSP (PS modes)
+  int ps_push_every = 1;      ///< steps of gradients per PS push
   straggler_spec straggler;
   bool balance = false;
   std::size_t train_samples = 0, test_samples = 0, parameters = 0;
@@ -126,6 +127,7 @@ inline void write_json(std::ostream& os, const run_info& info,
   w.member("batch_per_rank", u(info.batch)).member("lr", info.lr).member("momentum", info.momentum);
   w.member("topk_ratio", info.topk_ratio).member("staleness", u(info.staleness));
   w.member("ps_sync_warmup_epochs", info.ps_sync_warmup);
+  w.member("ps_push_every", u(info.ps_push_every));
   w.member("straggler_rank", static_cast<double>(info.straggler.rank));
   w.member("straggler_factor", info.straggler.factor);
   w.key("balance").value(info.balance ? "on" : "off");

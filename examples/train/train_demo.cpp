@@ -214,6 +214,7 @@ int rank_main(const ex::demo_options& opt, const std::vector<std::string>& modes
   info.topk_ratio = opt.topk_ratio;
   info.staleness = opt.staleness;
   info.ps_sync_warmup = opt.ps_sync_warmup;
+  info.ps_push_every = opt.ps_push_every;
   info.straggler = opt.straggler;
   info.balance = opt.balance;
   info.train_samples = train.size();

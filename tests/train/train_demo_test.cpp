@@ -102,6 +102,8 @@ TEST_CASE("train_demo options: defaults and every flag", "[train]") {
   CHECK(o.servers == 2);
   CHECK_FALSE(o.progress);
   CHECK(o.ps_sync_warmup == Approx(0.5));
+  CHECK(parse({"--ps-push-every", "3"}).ps_push_every == 3);
+  CHECK(d.ps_push_every == 1);
   CHECK(d.ps_sync_warmup == 2.0);  // sync for the first 2 epochs, then SSP
 }
 
@@ -130,6 +132,8 @@ TEST_CASE("train_demo options: errors say what was expected and what was found",
   CHECK_THAT(error_of({"--plot-format", "pdf"}), Catch::Contains("auto, png or svg"));
   CHECK_THAT(error_of({"--ps-sync-warmup", "-1"}),
              Catch::Contains("--ps-sync-warmup expects a number in [0, 1000], got \"-1\""));
+  CHECK_THAT(error_of({"--ps-push-every", "0"}),
+             Catch::Contains("--ps-push-every expects an integer in [1, 64], got \"0\""));
   CHECK_THAT(error_of({"--ps-sync-warmup", "one"}),
              Catch::Contains("--ps-sync-warmup expects a number"));
   CHECK_THAT(error_of({"--frobnicate"}), Catch::Contains("unknown argument \"--frobnicate\""));
