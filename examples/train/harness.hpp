@@ -39,6 +39,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <span>
@@ -183,6 +184,10 @@ struct rank_outcome {
   energy_estimate energy;
   std::vector<double> loss;   ///< mean training loss per point (points_per_epoch per epoch)
   std::vector<float> params;  ///< rank 0: the trained parameters
+  /// PS server ranks: the first step served under SSP after a sync start
+  /// (--ps-sync-warmup; from the server's schedule, -1 when there was no
+  /// switch) and the updates applied under sync and in all.
+  double ps_switch_step = -1, ps_sync_updates = 0, ps_updates = 0;
 };
 
 /// Everything a rank's training loop needs, shared by the modes.
@@ -476,10 +481,22 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
   const std::size_t P = c.init.size();
   const auto keys = ps_keys(P, world.servers);
   const ps::roles roles(world.servers, t.size());
-  ps::ps_options po;
-  po.mode = ps::consistency::bounded_staleness(static_cast<std::uint32_t>(c.opt.staleness));
-  po.timeout = std::chrono::milliseconds(120000);
   const std::uint64_t end_step = c.steps_per_epoch * static_cast<std::size_t>(c.opt.epochs);
+  // --ps-push-every K: a worker pulls, computes K gradients on those
+  // parameters and pushes their sum, so the PS sees `rounds` pushes per
+  // worker (its "steps"), each worth K steps of data.
+  const auto K = static_cast<std::uint64_t>(c.opt.ps_push_every);
+  const std::uint64_t rounds = (end_step + K - 1) / K;
+  const std::uint64_t pull_every = static_cast<std::uint64_t>(setup.pull_every) * K;
+  // --ps-sync-warmup: the first `sync_steps` steps in sync consistency (every
+  // worker's gradient of a step averaged into one update, as the ring's sync
+  // does), then SSP, scheduled by the workers via change_consistency.
+  const std::uint64_t sync_steps = ps_sync_steps(c.opt.ps_sync_warmup, c.steps_per_epoch, end_step);
+  const std::uint64_t sync_rounds = std::min(rounds, (sync_steps + K - 1) / K);
+  const auto ssp = ps::consistency::bounded_staleness(static_cast<std::uint32_t>(c.opt.staleness));
+  ps::ps_options po;
+  po.mode = sync_rounds > 0 ? ps::consistency::sync() : ssp;
+  po.timeout = std::chrono::milliseconds(120000);
 
   if (world.is_server()) {
     // Momentum. Asynchrony adds momentum of its own: with np workers about
@@ -496,22 +513,55 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
     const double m_ps = std::max(0.0, m - (1.0 - 1.0 / c.world));
     const double lr_ps = c.opt.lr * (1 - m_ps) / (1 - m);
     const double m_push = std::pow(m_ps, 1.0 / c.world);
-    const double total_updates = static_cast<double>(end_step) * c.world;
     const double lr0 = m_ps > 0 ? lr_ps * (1 - m_push) / (c.world * (1 - m_ps)) : lr_ps / c.world;
     const auto mom = static_cast<float>(m_push);
-    // Warm-up (Goyal et al., "Accurate, Large Minibatch SGD", 2017): the
-    // learning rate ramps up linearly over the first 5% of the updates. The
-    // compensated rate is 8.5 x sync's with 4 workers, and at the start every
-    // worker pushes gradients of nearly the same parameters; without the ramp
-    // a run over shaped links (bench/netns.sh, 1gbit) killed the network
-    // within its first 50 steps (loss stuck at ln 10, 10% accuracy).
-    const double warmup = std::max(1.0, total_updates / 20);
+    // Warm-up (Goyal et al., "Accurate, Large Minibatch SGD", 2017): without
+    // a sync start the learning rate ramps up linearly over the first 5% of
+    // the updates. The compensated rate is 8.5 x sync's with 4 workers, and at
+    // the start every worker pushes gradients of nearly the same parameters;
+    // without the ramp a run over shaped links (bench/netns.sh, 1gbit) killed
+    // the network within its first 50 steps (loss stuck at ln 10, 10%
+    // accuracy). A sync start needs no ramp: it is the ring's sync rule.
+    const double async_updates = static_cast<double>(rounds - sync_rounds) * c.world;
+    const double warmup = sync_rounds > 0 ? 0.0 : std::max(1.0, async_updates / 20);
+    const auto sync_lr = static_cast<float>(c.opt.lr);
+    const auto sync_mom = static_cast<float>(m);
+    const auto T = static_cast<double>(sync_rounds);
+    const auto np = static_cast<double>(c.world);
+    const auto total = static_cast<double>(rounds);
+    // At the switch the velocity is rescaled so that a steady gradient keeps
+    // moving the parameters as far per step: sync moves them lr v per step,
+    // SSP lr0 v' per push (np pushes a step), so v' = v lr / (np lr0).
+    const auto rescale = static_cast<float>(c.opt.lr / (c.world * lr0));
+    // Rule state the server does not keep: per key, whether the switch
+    // happened; the sync updates applied (for the outcome).
+    struct rule_log {
+      std::vector<char> switched;
+      std::uint64_t sync_updates = 0;
+    };
+    auto rlog = std::make_shared<rule_log>();
+    rlog->switched.assign(keys.size(), 0);
     const ps::update_rule rule{
         1, [=](const ps::update_context& ctx, std::span<float> p, std::span<const float> g,
                std::span<float> v) {
-          const double ramp = std::min(1.0, static_cast<double>(ctx.step + 1) / warmup);
-          const auto lr = static_cast<float>(
-              ramp * lr0 * lr_factor(static_cast<double>(ctx.step) / total_updates));
+          const auto u = static_cast<double>(ctx.step);
+          if (ctx.worker < 0) {  // a sync step: the mean of every worker's gradient
+            ++rlog->sync_updates;
+            const auto lr = static_cast<float>(sync_lr * lr_factor(u / total));
+            for (std::size_t i = 0; i < p.size(); ++i) {
+              v[i] = sync_mom * v[i] + g[i];
+              p[i] -= lr * v[i];
+            }
+            return;
+          }
+          if (T > 0 && !rlog->switched[ctx.key]) {
+            rlog->switched[ctx.key] = 1;
+            for (float& x : v) x *= rescale;
+          }
+          // Progress in steps: T sync updates, then np pushes per step.
+          const double at = T + (u - T) / np;
+          const double ramp = warmup > 0 ? std::min(1.0, (u - T + 1) / warmup) : 1.0;
+          const auto lr = static_cast<float>(ramp * lr0 * lr_factor(at / total));
           for (std::size_t i = 0; i < p.size(); ++i) {
             v[i] = mom * v[i] + g[i];
             p[i] -= lr * v[i];
@@ -531,17 +581,23 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
     const std::uint64_t s0 = t.bytes_sent(), r0 = t.bytes_received();
     srv.run();
     out.wall_s = since(start);
-    // The server's account: its socket bytes, and per push the decode of the
-    // frame plus the update rule (4 ops, 20 bytes per element: p, g, v read,
-    // p, v written), per pull the encode of the reply. Its host is worker 0's
+    // The server's account: its socket bytes, per push the decode of the
+    // frame, per update the update rule (4 ops, 20 bytes per element: p, g, v
+    // read, p, v written), per pull the encode of the reply. Its host is worker 0's
     // (see docs/train_demo.md), whose static power already covers this time.
     const auto st = srv.stats();
+    for (const auto& [from, mode] : srv.schedule())
+      if (from > 0 && mode.mode != ps::consistency::kind::sync)
+        out.ps_switch_step = static_cast<double>(from);
+    out.ps_updates = static_cast<double>(st.updates);
+    out.ps_sync_updates = static_cast<double>(rlog->sync_updates);
     std::uint64_t len = 0;
     for (std::size_t k : mine) len += keys[k].length;
-    const std::uint64_t pushes = st.updates;
-    const std::uint64_t pulls = static_cast<std::uint64_t>(c.world) *
-                                ((end_step + static_cast<std::uint64_t>(setup.pull_every) - 1) /
-                                 static_cast<std::uint64_t>(setup.pull_every));
+    const std::uint64_t updates = st.updates;  // a sync step is one update of np pushes
+    const std::uint64_t pushes =
+        std::accumulate(st.pushes_applied.begin(), st.pushes_applied.end(), std::uint64_t{0});
+    const std::uint64_t pulls =
+        static_cast<std::uint64_t>(c.world) * ((end_step + pull_every - 1) / pull_every);
     const codec::work dec = push_codec.decode_work(len);
     const codec::work enc =
         setup.encoded_pull ? pull_codec.encode_work(len) : codec::none{}.encode_work(len);
@@ -550,8 +606,11 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
     srv_r.algo = "ps";
     srv_r.bytes_sent = t.bytes_sent() - s0;
     srv_r.bytes_received = t.bytes_received() - r0;
-    srv_r.memory_bytes = pushes * (dec.memory_bytes + 20 * len) + pulls * enc.memory_bytes;
-    srv_r.compute_ops = pushes * (dec.ops + 4 * len) + pulls * enc.ops;
+    // A sync step also sums its np gradients first (agg, g read, agg written).
+    const std::uint64_t summed = pushes - (updates - rlog->sync_updates);
+    srv_r.memory_bytes = pushes * dec.memory_bytes + updates * 20 * len + summed * 12 * len +
+                         pulls * enc.memory_bytes;
+    srv_r.compute_ops = pushes * dec.ops + updates * 4 * len + summed * len + pulls * enc.ops;
     c.model.annotate(srv_r);
     out.energy = srv_r.energy;
     out.wire_bytes = static_cast<double>(srv_r.wire_bytes());
@@ -579,10 +638,21 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
   collective::barrier(t);
   const auto start = steady::now();
   const std::uint64_t sent0 = t.bytes_sent(), recv0 = t.bytes_received();
+  if (sync_rounds > 0 && sync_rounds < rounds) {
+    // Every worker asks for the same change (each is accepted); none can have
+    // pushed step sync_rounds yet, since a sync step completes only once all
+    // pushed it.
+    const std::uint64_t at = wk.change_consistency(ssp, sync_rounds);
+    if (at != sync_rounds)
+      throw mismatch_error(greenreduce::detail::str(
+          "the PS scheduled ", ssp.to_string(), " from step ", at, ", asked for ", sync_rounds));
+  }
+  std::vector<float> sum(K > 1 ? P : 0, 0.0F);
+  std::size_t summed = 0;  // samples in `sum`
   train_loop(
       c, mode, false, acc, params, out,
       [&](std::vector<float>& p, std::uint64_t step) {
-        if (step % static_cast<std::uint64_t>(setup.pull_every) != 0) return;
+        if (step % pull_every != 0) return;
         each_key([&](const ps::key_spec& k, std::size_t off) {
           acc.add(wk.pull(k.name, std::span<float>(p).subspan(off, k.length)), step);
         });
@@ -591,10 +661,20 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
         const float weight = static_cast<float>(b) / static_cast<float>(c.opt.batch);
         if (weight != 1.0F)
           for (float& v : grad) v *= weight;
-        wk.set_samples(static_cast<std::uint32_t>(b));
+        if (K > 1) {
+          for (std::size_t i = 0; i < P; ++i) sum[i] += grad[i];
+          summed += b;
+          if ((step + 1) % K != 0 && step + 1 != end_step) return;
+        }
+        const std::vector<float>& g = K > 1 ? sum : grad;
+        wk.set_samples(static_cast<std::uint32_t>(K > 1 ? summed : b));
         each_key([&](const ps::key_spec& k, std::size_t off) {
-          acc.add(wk.push(k.name, std::span<const float>(grad).subspan(off, k.length)), step);
+          acc.add(wk.push(k.name, std::span<const float>(g).subspan(off, k.length)), step);
         });
+        if (K > 1) {
+          std::fill(sum.begin(), sum.end(), 0.0F);
+          summed = 0;
+        }
       },
       [&](double, std::uint64_t step) {
         report r;

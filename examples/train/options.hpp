@@ -5,6 +5,7 @@
 // program prints it with the usage text and exits with status 2.
 #pragma once
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -39,7 +40,14 @@ struct demo_options {
   std::size_t test_limit = 0;  ///< evaluate on the first N test images (0: all)
   double topk_ratio = 0.05;    ///< kept fraction for topk and hybrid pushes
   int staleness = 4;           ///< SSP bound of the PS modes
-  int servers = 1;             ///< parameter-server ranks of the PS modes (keys split over them)
+  /// PS modes: epochs (may be fractional) served in sync consistency before
+  /// the switch to SSP (ps::worker::change_consistency); 0: SSP from the
+  /// start. Default 2 (of 5): measured, docs/train_demo.md.
+  double ps_sync_warmup = 2;
+  /// PS modes: a worker pushes the sum of this many steps' gradients, pulling
+  /// before the first of them (fewer, larger pushes); 1: every step.
+  int ps_push_every = 1;
+  int servers = 1;  ///< parameter-server ranks of the PS modes (keys split over them)
   straggler_spec straggler;
   bool balance = false;
   std::string json, csv, plot;       ///< output files; plot without extension
@@ -56,10 +64,10 @@ struct demo_options {
 inline constexpr const char* usage_text =
     "usage: train_demo [--data DIR] [--np N] [--modes LIST] [--epochs N] [--batch N]\n"
     "       [--lr X] [--momentum X] [--seed N] [--limit N] [--test-limit N]\n"
-    "       [--topk-ratio X] [--staleness K] [--servers S] [--straggler RANK:FACTOR]\n"
-    "       [--balance] [--json FILE] [--csv FILE] [--plot PATH] [--plot-format auto|png|svg]\n"
-    "       [--profile NAME] [--link RATE] [--energy-budget J|min] [--adaptive-ladder LIST]\n"
-    "       [--adaptive-guard X] [--no-progress]\n"
+    "       [--topk-ratio X] [--staleness K] [--ps-sync-warmup EPOCHS] [--ps-push-every K]\n"
+    "       [--servers S] [--straggler RANK:FACTOR] [--balance] [--json FILE] [--csv FILE]\n"
+    "       [--plot PATH] [--plot-format auto|png|svg] [--profile NAME] [--link RATE]\n"
+    "       [--energy-budget J|min] [--adaptive-ladder LIST] [--adaptive-guard X] [--no-progress]\n"
     "--modes takes a comma-separated list of these (default: every default one):\n";
 
 namespace options_detail {
@@ -150,6 +158,10 @@ inline demo_options parse_options(int argc, const char* const* argv) {
       o.servers = static_cast<int>(integer(a, value(), 1, 16));
     } else if (a == "--staleness") {
       o.staleness = static_cast<int>(integer(a, value(), 0, 1000));
+    } else if (a == "--ps-push-every") {
+      o.ps_push_every = static_cast<int>(integer(a, value(), 1, 64));
+    } else if (a == "--ps-sync-warmup") {
+      o.ps_sync_warmup = number(a, value(), 0.0, 1000.0);
     } else if (a == "--straggler") {
       o.straggler = parse_straggler(value());
     } else if (a == "--balance") {
@@ -201,6 +213,15 @@ inline void check_world(const demo_options& o, int world) {
   if (o.straggler.rank >= world)
     throw config_error(greenreduce::detail::str("--straggler names rank ", o.straggler.rank,
                                                 " but there are only ", world, " ranks"));
+}
+
+/// The steps of the PS modes' sync start (--ps-sync-warmup EPOCHS, may be
+/// fractional): EPOCHS x steps_per_epoch rounded to the nearest step, at most
+/// the whole run (`end_step` steps).
+inline std::uint64_t ps_sync_steps(double epochs, std::size_t steps_per_epoch,
+                                   std::uint64_t end_step) {
+  const auto n = std::llround(epochs * static_cast<double>(steps_per_epoch));
+  return std::min<std::uint64_t>(end_step, static_cast<std::uint64_t>(std::max(0LL, n)));
 }
 
 }  // namespace greenreduce::examples

@@ -35,6 +35,9 @@ struct mode_result {
   double exchange_s = 0;  ///< mean over workers: time in the mode's exchange (waits included)
   double server_wire_bytes = 0;  ///< PS modes: bytes of the server rank(s), all of them
   double server_j = 0;           ///< PS modes: the servers' estimate (included in `energy`)
+  /// PS modes, first server: the first SSP step after a sync start (-1: no
+  /// switch), the updates it applied under sync and in all.
+  double ps_switch_step = -1, ps_sync_updates = 0, ps_updates = 0;
 };
 
 struct run_info {
@@ -42,6 +45,8 @@ struct run_info {
   int np = 0, servers = 0, epochs = 0, batch = 0;
   double lr = 0, momentum = 0, topk_ratio = 0;
   int staleness = 0;
+  double ps_sync_warmup = 0;  ///< epochs of sync consistency before SSP (PS modes)
+  int ps_push_every = 1;      ///< steps of gradients per PS push
   straggler_spec straggler;
   bool balance = false;
   std::size_t train_samples = 0, test_samples = 0, parameters = 0;
@@ -63,21 +68,23 @@ inline const mode_result* find_sync(const std::vector<mode_result>& rows) {
 
 inline void print_table(std::FILE* out, const run_info& info,
                         const std::vector<mode_result>& rows) {
-  std::fprintf(out,
-               "\n%s: %zu train / %zu test images, MLP 784-64-32-10 (%zu parameters), %d workers%s, "
-               "%d epochs, batch %d per rank, lr %g, momentum %g%s%s\n",
-               info.dataset.c_str(), info.train_samples, info.test_samples, info.parameters,
-               info.np,
-               info.servers > 0
-                   ? greenreduce::detail::str(" + ", info.servers, " PS server(s)").c_str()
-                   : "",
-               info.epochs, info.batch, info.lr, info.momentum,
-               info.straggler.rank >= 0
-                   ? greenreduce::detail::str(", straggler rank ", info.straggler.rank, " x",
-                                              info.straggler.factor)
-                         .c_str()
-                   : "",
-               info.balance ? ", resource-aware batch shares" : "");
+  std::string ps;
+  if (info.servers > 0) ps = greenreduce::detail::str(" + ", info.servers, " PS server(s)");
+  if (info.servers > 0 && info.ps_sync_warmup >= info.epochs)
+    ps += " (sync consistency throughout)";
+  else if (info.servers > 0 && info.ps_sync_warmup > 0)
+    ps += greenreduce::detail::str(" (sync for ", info.ps_sync_warmup, " epoch(s), then SSP)");
+  std::fprintf(
+      out,
+      "\n%s: %zu train / %zu test images, MLP 784-64-32-10 (%zu parameters), %d workers%s, "
+      "%d epochs, batch %d per rank, lr %g, momentum %g%s%s\n",
+      info.dataset.c_str(), info.train_samples, info.test_samples, info.parameters, info.np,
+      ps.c_str(), info.epochs, info.batch, info.lr, info.momentum,
+      info.straggler.rank >= 0 ? greenreduce::detail::str(", straggler rank ", info.straggler.rank,
+                                                          " x", info.straggler.factor)
+                                     .c_str()
+                               : "",
+      info.balance ? ", resource-aware batch shares" : "");
   std::fprintf(out, "%-8s %9s %9s %13s %12s %12s %10s %10s %10s\n", "mode", "test acc", "wall (s)",
                "wire MB/rank", "energy J(*)", "measured J", "acc vs", "wire vs", "J vs");
   std::fprintf(out, "%-8s %9s %9s %13s %12s %12s %10s %10s %10s\n", "", "", "", "", "", "", "sync",
@@ -119,6 +126,8 @@ inline void write_json(std::ostream& os, const run_info& info,
   w.member("epochs", u(info.epochs));
   w.member("batch_per_rank", u(info.batch)).member("lr", info.lr).member("momentum", info.momentum);
   w.member("topk_ratio", info.topk_ratio).member("staleness", u(info.staleness));
+  w.member("ps_sync_warmup_epochs", info.ps_sync_warmup);
+  w.member("ps_push_every", u(info.ps_push_every));
   w.member("straggler_rank", static_cast<double>(info.straggler.rank));
   w.member("straggler_factor", info.straggler.factor);
   w.key("balance").value(info.balance ? "on" : "off");
@@ -141,6 +150,10 @@ inline void write_json(std::ostream& os, const run_info& info,
     w.member("static_j", r.energy.static_j).member("measured_j", r.measured_j);
     w.member("compute_s", r.compute_s).member("exchange_s", r.exchange_s);
     w.member("server_wire_bytes", r.server_wire_bytes).member("server_j", r.server_j);
+    if (r.server_wire_bytes > 0) {
+      w.member("ps_switch_step", r.ps_switch_step).member("ps_sync_updates", r.ps_sync_updates);
+      w.member("ps_updates", r.ps_updates);
+    }
     if (s) {
       w.member("accuracy_vs_sync_pt", r.accuracy - s->accuracy);
       w.member("wire_vs_sync", s->wire_bytes > 0 ? r.wire_bytes / s->wire_bytes : NAN);

@@ -75,12 +75,13 @@ std::string usage() {
 std::vector<double> pack(const ex::rank_outcome& o, std::size_t n) {
   std::vector<double> v = {o.wall_s,           o.wire_bytes,      o.samples,
                            o.energy.network_j, o.energy.memory_j, o.energy.compute_j,
-                           o.energy.static_j,  o.compute_s,       o.exchange_s};
+                           o.energy.static_j,  o.compute_s,       o.exchange_s,
+                           o.ps_switch_step,   o.ps_sync_updates, o.ps_updates};
   v.insert(v.end(), o.loss.begin(), o.loss.end());
   v.resize(n, 0.0);  // a server has no loss curve
   return v;
 }
-constexpr std::size_t packed_scalars = 9;
+constexpr std::size_t packed_scalars = 12;
 
 int rank_main(const ex::demo_options& opt, const std::vector<std::string>& modes, int servers,
               const std::string& launcher) {
@@ -167,6 +168,11 @@ int rank_main(const ex::demo_options& opt, const std::vector<std::string>& modes
       if (q < servers) {  // a server: its energy and bytes, no row of its own
         r.server_wire_bytes += v[1];
         r.server_j += e.total_j();
+        if (q == 0) {  // the schedule is the same on every server
+          r.ps_switch_step = v[9];
+          r.ps_sync_updates = v[10];
+          r.ps_updates = v[11];
+        }
         continue;
       }
       r.wall_s = std::max(r.wall_s, v[0]);
@@ -207,6 +213,8 @@ int rank_main(const ex::demo_options& opt, const std::vector<std::string>& modes
   info.momentum = opt.momentum;
   info.topk_ratio = opt.topk_ratio;
   info.staleness = opt.staleness;
+  info.ps_sync_warmup = opt.ps_sync_warmup;
+  info.ps_push_every = opt.ps_push_every;
   info.straggler = opt.straggler;
   info.balance = opt.balance;
   info.train_samples = train.size();

@@ -5,7 +5,7 @@
 #   cmake -DDEMO=path/to/train_demo -DDATA=dir -DOUT=prefix -P check_train_demo.cmake
 execute_process(
   COMMAND ${DEMO} --data ${DATA} --limit 2000 --test-limit 1000 --epochs 1 --np 2
-          --modes sync,topk,async --batch 32 --no-progress
+          --modes sync,topk,async --batch 32 --ps-sync-warmup 0 --no-progress
           --json ${OUT}.json --csv ${OUT}.csv --plot ${OUT} --plot-format svg
   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 message("${out}${err}")
@@ -64,6 +64,15 @@ if(acc_sync LESS 60)
 endif()
 if(NOT server_j_async GREATER 0 OR NOT server_j_sync EQUAL 0)
   message(FATAL_ERROR "server energy: async ${server_j_async} J (expected > 0), sync ${server_j_sync} J (expected 0)")
+endif()
+# With --ps-sync-warmup 0 the PS runs SSP from step 0: no switch, no sync
+# update, one update per push (2 workers x 31 steps).
+string(JSON switch GET "${json}" modes 2 ps_switch_step)
+string(JSON sync_updates GET "${json}" modes 2 ps_sync_updates)
+string(JSON updates GET "${json}" modes 2 ps_updates)
+if(NOT switch EQUAL -1 OR NOT sync_updates EQUAL 0 OR NOT updates EQUAL 62)
+  message(FATAL_ERROR "async: switch step ${switch}, ${sync_updates} sync updates, ${updates} "
+                      "updates; expected -1 (none), 0, 62")
 endif()
 if(NOT wire_topk LESS wire_sync)
   message(FATAL_ERROR "topk moved ${wire_topk} wire bytes per rank, sync ${wire_sync}: expected fewer")

@@ -45,13 +45,42 @@ TEST_CASE("train_demo options: defaults and every flag", "[train]") {
   CHECK(d.straggler.rank == -1);
   CHECK_FALSE(d.balance);
 
-  const auto o =
-      parse({"--np",        "2",         "--modes",   "sync,topk",     "--epochs",   "5",
-             "--batch",     "64",        "--lr",      "0.1",           "--momentum", "0.8",
-             "--straggler", "1:2.5",     "--balance", "--json",        "a.json",     "--csv",
-             "b.csv",       "--plot",    "p",         "--plot-format", "svg",        "--limit",
-             "100",         "--link",    "1gbit",     "--topk-ratio",  "0.02",       "--staleness",
-             "3",           "--servers", "2",         "--no-progress"});
+  const auto o = parse({"--np",
+                        "2",
+                        "--modes",
+                        "sync,topk",
+                        "--epochs",
+                        "5",
+                        "--batch",
+                        "64",
+                        "--lr",
+                        "0.1",
+                        "--momentum",
+                        "0.8",
+                        "--straggler",
+                        "1:2.5",
+                        "--balance",
+                        "--json",
+                        "a.json",
+                        "--csv",
+                        "b.csv",
+                        "--plot",
+                        "p",
+                        "--plot-format",
+                        "svg",
+                        "--limit",
+                        "100",
+                        "--link",
+                        "1gbit",
+                        "--topk-ratio",
+                        "0.02",
+                        "--staleness",
+                        "3",
+                        "--servers",
+                        "2",
+                        "--no-progress",
+                        "--ps-sync-warmup",
+                        "0.5"});
   CHECK(o.np == 2);
   CHECK(o.np_given);
   CHECK(o.modes == std::vector<std::string>{"sync", "topk"});
@@ -72,6 +101,20 @@ TEST_CASE("train_demo options: defaults and every flag", "[train]") {
   CHECK(o.staleness == 3);
   CHECK(o.servers == 2);
   CHECK_FALSE(o.progress);
+  CHECK(o.ps_sync_warmup == Approx(0.5));
+  CHECK(parse({"--ps-push-every", "3"}).ps_push_every == 3);
+  CHECK(d.ps_push_every == 1);
+  CHECK(d.ps_sync_warmup == 2.0);  // sync for the first 2 epochs, then SSP
+}
+
+TEST_CASE("train_demo --ps-sync-warmup: epochs to steps", "[train]") {
+  CHECK(ps_sync_steps(0.0, 468, 2340) == 0);
+  CHECK(ps_sync_steps(1.0, 468, 2340) == 468);
+  CHECK(ps_sync_steps(0.5, 31, 62) == 16);  // 15.5 rounds up
+  CHECK(ps_sync_steps(0.25, 31, 62) == 8);  // 7.75
+  CHECK(ps_sync_steps(0.01, 31, 62) == 0);  // under half a step: no sync start
+  CHECK(ps_sync_steps(5.0, 468, 2340) == 2340);
+  CHECK(ps_sync_steps(7.0, 468, 2340) == 2340);  // never past the run
 }
 
 TEST_CASE("train_demo options: errors say what was expected and what was found", "[train]") {
@@ -87,6 +130,12 @@ TEST_CASE("train_demo options: errors say what was expected and what was found",
   CHECK_THAT(error_of({"--lr", "fast"}), Catch::Contains("--lr expects a number"));
   CHECK_THAT(error_of({"--epochs"}), Catch::Contains("--epochs needs a value"));
   CHECK_THAT(error_of({"--plot-format", "pdf"}), Catch::Contains("auto, png or svg"));
+  CHECK_THAT(error_of({"--ps-sync-warmup", "-1"}),
+             Catch::Contains("--ps-sync-warmup expects a number in [0, 1000], got \"-1\""));
+  CHECK_THAT(error_of({"--ps-push-every", "0"}),
+             Catch::Contains("--ps-push-every expects an integer in [1, 64], got \"0\""));
+  CHECK_THAT(error_of({"--ps-sync-warmup", "one"}),
+             Catch::Contains("--ps-sync-warmup expects a number"));
   CHECK_THAT(error_of({"--frobnicate"}), Catch::Contains("unknown argument \"--frobnicate\""));
 
   demo_options o;
