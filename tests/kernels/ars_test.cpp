@@ -25,13 +25,12 @@ philox_block from_bytes(const std::array<std::uint8_t, 16>& b) {
   return w;
 }
 
+#if defined(__AES__)
 philox_block random_block(std::mt19937_64& gen) {
   philox_block b{};
   for (int k = 0; k < 4; ++k) b[k] = static_cast<std::uint32_t>(gen());
   return b;
 }
-
-#if defined(__AES__)
 __m128i to_m128(const philox_block& b) {
   return _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.w));
 }
