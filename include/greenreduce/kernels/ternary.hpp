@@ -39,6 +39,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include <xsimd/xsimd.hpp>
 
@@ -235,6 +236,8 @@ void quantize_tiles(const float* x, std::size_t begin, std::size_t end, float s,
   static_assert(w % 4 == 0, "an ARS block fills 4 lanes");
   const fb f(threshold_factor(s)), zero(0.0F);
   const ub absm(abs_mask), low16(0xFFFFU), one(1U);
+  std::array<ub, lanes> row_bit;
+  for (std::size_t row = 0; row < lanes; ++row) row_bit[row] = ub(1U << (2 * row));
   // Blocks are read in (tile, row pair, lane) order: one stream for the range.
   ars_stream<Arch> bits_of(g, blocks_per_tile * (begin / tile));
   for (std::size_t t0 = begin; t0 < end; t0 += tile) {
@@ -254,9 +257,15 @@ void quantize_tiles(const float* x, std::size_t begin, std::size_t end, float s,
           const fb t = xsimd::bitwise_cast<fb>(bits & absm) * f;
           const ub r = h == 0 ? (word & low16) : (word >> 16);
           const fb rf = xsimd::to_float(xsimd::bitwise_cast<ib>(r));
-          const fb nonzero = xsimd::bitwise_cast<fb>(one + (bits >> 31));
-          const ub code = xsimd::bitwise_cast<ub>(xsimd::select(rf < t, nonzero, zero));
-          packed[j] |= code << static_cast<std::int32_t>(2 * row);
+          if constexpr (std::is_base_of_v<xsimd::avx2, Arch>) {
+            // (1 + sign) << 2row as one variable shift of 1 << 2row by the sign.
+            const fb placed = xsimd::bitwise_cast<fb>(row_bit[row] << (bits >> 31));
+            packed[j] |= xsimd::bitwise_cast<ub>(xsimd::select(rf < t, placed, zero));
+          } else {
+            const fb nonzero = xsimd::bitwise_cast<fb>(one + (bits >> 31));
+            const ub code = xsimd::bitwise_cast<ub>(xsimd::select(rf < t, nonzero, zero));
+            packed[j] |= code << static_cast<std::int32_t>(2 * row);
+          }
         }
       }
     for (std::size_t j = 0; j < subs; ++j)
