@@ -14,8 +14,8 @@
 //     AES block fills 4 lanes of two rows and the blocks a tile reads are in
 //     (row pair, lane) order: one VAES instruction chain feeds 8 lanes of two
 //     rows, for any SIMD width that is a multiple of 4 lanes.
-//     (ARS-5 replaced Philox4x32-10 here: same bits per element, about a
-//     fifth of the cost with AES-NI; see docs/kernels.md.)
+//     (ARS-5 replaced Philox4x32-10 here: as many bits per element, at about
+//     a sixth of the cost with VAES; see docs/kernels.md.)
 //   b_i = 1 iff float(r_i) < min(|g_i|, s) · (65536 / s)   (computed in fp32)
 //     so P(b_i = 1) = ceil(t_i)/65536 with t_i = 65536|g_i|/s: the bias of the
 //     decoded value is below s·2^-16 per element (plus one fp32 rounding of t_i).
