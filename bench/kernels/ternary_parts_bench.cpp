@@ -1,11 +1,14 @@
 // The parts of ternary encode (codec::ternary(), buckets of 512, clip 2.5),
 // each alone over the whole input, so that BM_encode_ternary can be read as
 // their sum (docs/kernels.md, "Where ternary and top-k encode spend their time"):
-//   BM_ternary_part_philox/<n>:   the Philox4x32-10 blocks encode draws
+//   BM_ternary_part_ars/<n>:      the ARS-5 blocks encode draws
 //                                 (kernels::ternary::blocks_for(n)), SIMD
+//                                 (VAES / AES-NI where the build has them)
+//   BM_ternary_part_philox/<n>:   as many Philox4x32-10 blocks, SIMD: the
+//                                 random source ternary used before ARS-5
 //   BM_ternary_part_stats/<n>:    bucket_stats (absmax, lane sums, sums of
 //                                 squares) of every bucket
-//   BM_ternary_part_quantize/<n>: quantize_tiles over every tile (Philox +
+//   BM_ternary_part_quantize/<n>: quantize_tiles over every tile (ARS-5 +
 //                                 decision + 2-bit packing), one fixed scale
 // Bytes are fp32 input bytes, as for every kernel figure; one thread.
 #include <benchmark/benchmark.h>
@@ -47,6 +50,20 @@ void BM_ternary_part_philox(benchmark::State& state) {
   bench::set_fp32_bytes(state);
 }
 BENCHMARK(BM_ternary_part_philox)->Apply(bench::kernel_sizes);
+
+void BM_ternary_part_ars(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  using u32 = kernels::u32_batch<xsimd::default_arch>;
+  const rng g(7);
+  for (auto _ : state) {
+    kernels::ars_stream<xsimd::default_arch> bits(g, 0);
+    u32 acc(0U);
+    for (std::uint64_t b = 0; b < kt::blocks_for(n); b += u32::size / 4) acc ^= bits.next();
+    benchmark::DoNotOptimize(acc);
+  }
+  bench::set_fp32_bytes(state);
+}
+BENCHMARK(BM_ternary_part_ars)->Apply(bench::kernel_sizes);
 
 void BM_ternary_part_stats(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(state.range(0));

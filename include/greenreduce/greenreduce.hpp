@@ -6,6 +6,7 @@
 
 
 // core
+#include "greenreduce/core/ars.hpp"
 #include "greenreduce/core/buffer.hpp"
 #include "greenreduce/core/bytes.hpp"
 #include "greenreduce/core/config.hpp"

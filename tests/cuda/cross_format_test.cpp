@@ -2,8 +2,8 @@
 //  - cuda/math.hpp (the per-element math the CUDA kernels run) against the CPU
 //    kernels it restates, bit for bit;
 //  - the CUDA encoders' work decomposition replayed on the host with the same
-//    per-item functions the kernels call (one bucket at a time, Philox blocks
-//    per thread item, 16-bit halves of packed ternary words, top-k by a stable
+//    per-item functions the kernels call (one bucket at a time, Philox / ARS-5
+//    blocks per thread item, bytes of packed ternary words, top-k by a stable
 //    descending sort) must write the CPU codecs' payloads byte for byte;
 //  - golden frames written by the CPU codecs, checked into this file: the
 //    wire format the GPU codecs must keep producing and reading.
@@ -93,11 +93,13 @@ std::vector<std::byte> replay_ternary(const codec::ternary& c, const std::vector
     std::memcpy(p.data() + 4 + 4 * k, &sb, 4);
     const float f = gm::ternary_threshold_factor(s);
     const std::size_t tiles_end = std::min(hi, full);
-    for (std::size_t it = 0; it < (tiles_end > lo ? tiles_end - lo : 0) / 256 * 32; ++it) {
-      const std::size_t t = lo / 256 + it / 32;
-      const auto h = static_cast<unsigned>((it % 32) / 16), l = static_cast<unsigned>(it % 16);
-      const std::uint16_t half = gm::ternary_tile_half(x.data(), t, h, l, s, f, g);
-      std::memcpy(codes + 64 * t + 4 * l + 2 * h, &half, 2);
+    const std::size_t per_tile = gm::ternary_items_per_tile;
+    for (std::size_t it = 0; it < (tiles_end > lo ? tiles_end - lo : 0) / 256 * per_tile; ++it) {
+      const std::size_t t = lo / 256 + it / per_tile;
+      const auto P = static_cast<unsigned>((it % per_tile) / 4), k = static_cast<unsigned>(it % 4);
+      const std::uint32_t bytes = gm::ternary_tile_item(x.data(), t, P, k, s, f, g);
+      for (unsigned m = 0; m < 4; ++m)
+        codes[64 * t + 4 * (4 * k + m) + P] = static_cast<std::uint8_t>(bytes >> (8 * m));
     }
     if (hi > tiles_end)
       for (std::size_t j = 0; j < (hi - tiles_end + 3) / 4; ++j)
@@ -140,6 +142,18 @@ std::vector<std::uint64_t> replay_topk_select(const codec::topk& c, const std::v
   }
   return top_of(all, k);
 }
+
+// Written by the CPU encoder (ARS-5 random bits); a GPU must write the same.
+const std::vector<std::pair<codec::ternary, std::string>> golden_ternary_300 = {
+    {codec::ternary(256),
+     "47524631010400002c0100000000000057000000000000000000000000000000000100000000483f"
+     "0000443f06a005606a015a00015881161680418088154800112a805a1a210488a006a2050560055860"
+     "004a80a01681565688016868012a84815a8052062816a0880560040194698248900412048104"},
+    {codec::ternary::unclipped(512),
+     "47524631010400002c0100000000000053000000000000000000000000000000000200000000483f"
+     "06a005606a015a00015881161680418088154800112a805a1a210488a006a2050560055860004a80a0"
+     "1681565688016868012a84815a8052062816a0880560040194698248900412048104"},
+};
 
 }  // namespace
 
@@ -332,4 +346,26 @@ TEST_CASE("golden frames: the CPU codecs still write and read the checked-in byt
     REQUIRE(y == decoded);
   };
 #include "golden_frames.inc"
+}
+
+TEST_CASE("golden frames: ternary over full tiles and a partial one keeps the checked-in bytes",
+          "[cuda][host]") {
+  // 300 elements: one full 256-element tile (ARS-5 tile layout) and a linear tail.
+  std::vector<float> x(300);
+  for (std::size_t i = 0; i < x.size(); ++i)
+    x[i] = std::ldexp(static_cast<float>(static_cast<int>((37 * i) % 101) - 50), -6);
+  for (const auto& [c, golden] : golden_ternary_300) {
+    std::vector<std::byte> out(c.max_encoded_bytes(x.size()));
+    rng g(42, 7);
+    const std::size_t len = c.encode(x, out, g);
+    std::string hex;
+    for (std::size_t i = 0; i < len; ++i) {
+      static const char* d = "0123456789abcdef";
+      hex += d[static_cast<unsigned>(out[i]) >> 4];
+      hex += d[static_cast<unsigned>(out[i]) & 15];
+    }
+    INFO("ternary bucket " << c.bucket() << " clip " << c.clip());
+    REQUIRE(hex == golden);
+    REQUIRE(g.offset == kernels::ternary::blocks_for(x.size()));
+  }
 }

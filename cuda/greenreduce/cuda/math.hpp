@@ -7,8 +7,10 @@
 //            significant bits), the pre-scale of tiny buckets, the nearest and
 //            stochastic quantizers, and the philox.hpp group rule for the
 //            random word of element i;
-//   ternary  kernels/ternary.hpp: the random 16 bits of element i, the code of
-//            one element, the code's byte and shift, the clipped scale;
+//   ternary  kernels/ternary.hpp: the random 16 bits of element i (ARS-5
+//            blocks, core/ars.hpp, whose portable AES rounds read a device
+//            copy of the S-box), the code of one element, the code's byte and
+//            shift, the clipped scale;
 //   fp16/bf16 kernels/half.hpp: round-to-nearest-even conversions.
 // Nothing here includes a CUDA header: the host test (tests/cuda/
 // cross_format_test.cpp) compiles this file with g++ and holds every function
@@ -26,6 +28,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "greenreduce/core/ars.hpp"
 #include "greenreduce/core/config.hpp"
 #include "greenreduce/core/rng.hpp"
 
@@ -145,7 +148,7 @@ inline constexpr std::uint64_t ternary_tile = 256;
 inline constexpr std::uint64_t ternary_lanes = 16;
 inline constexpr std::uint64_t ternary_blocks_per_tile = 32;
 
-/// Block (relative to the rng offset), word and shift of element i's 16 bits.
+/// ARS-5 block (relative to the rng offset), word and shift of element i's 16 bits.
 struct ternary_bits_at {
   std::uint64_t block;
   int word;
@@ -154,12 +157,12 @@ struct ternary_bits_at {
 GREENREDUCE_HD ternary_bits_at ternary_bits_of(std::uint64_t i) {
   const std::uint64_t t = i / ternary_tile, e = i % ternary_tile, q = e / ternary_lanes,
                       l = e % ternary_lanes;
-  return {ternary_blocks_per_tile * t + ternary_lanes * (q >> 3) + l,
-          static_cast<int>((q & 7) >> 1), static_cast<unsigned>(16 * (q & 1))};
+  return {ternary_blocks_per_tile * t + 4 * (q >> 1) + (l >> 2), static_cast<int>(l & 3),
+          static_cast<unsigned>(16 * (q & 1))};
 }
 GREENREDUCE_HD std::uint32_t ternary_random16(const rng& g, std::uint64_t i) {
   const ternary_bits_at a = ternary_bits_of(i);
-  return (g.block(a.block)[a.word] >> a.shift) & 0xFFFFU;
+  return (ars5_block(g, a.block)[a.word] >> a.shift) & 0xFFFFU;
 }
 
 GREENREDUCE_HD float ternary_threshold_factor(float s) {
@@ -173,19 +176,26 @@ GREENREDUCE_HD std::uint32_t ternary_code(float x, std::uint32_t r16, float s, f
   return static_cast<float>(r16) < t ? 1U + (bits >> 31) : 0U;
 }
 
-/// Half h (rows 8h..8h+7) of packed word l of full tile t: thread (t, h, l)
-/// of the kernel evaluates Philox block 32t + 16h + l once for its 8 codes.
-GREENREDUCE_HD std::uint16_t ternary_tile_half(const float* x, std::uint64_t t, unsigned h,
-                                               unsigned l, float s, float f, const rng& g) {
-  const philox_block w = g.block(ternary_blocks_per_tile * t + 16 * h + l);
+/// Work items of a full tile: item (P, k) evaluates ARS-5 blocks 32t + 8P + k
+/// and 32t + 8P + 4 + k (row pairs 2P and 2P + 1, lanes 4k..4k+3) once and
+/// returns the 16 codes of rows 4P..4P+3 of lanes 4k + m as byte m: byte P of
+/// packed word 4k + m, i.e. codes[64t + 4(4k + m) + P].
+inline constexpr unsigned ternary_items_per_tile = 16;
+GREENREDUCE_HD std::uint32_t ternary_tile_item(const float* x, std::uint64_t t, unsigned P,
+                                               unsigned k, float s, float f, const rng& g) {
   const float* xt = x + ternary_tile * t;
-  std::uint32_t packed = 0;
-  for (unsigned q = 0; q < 8; ++q) {
-    const unsigned row = 8 * h + q;
-    const std::uint32_t r16 = (w[static_cast<int>(q >> 1)] >> (16 * (q & 1))) & 0xFFFFU;
-    packed |= ternary_code(xt[16 * row + l], r16, s, f) << (2 * q);
+  std::uint32_t bytes = 0;
+  for (unsigned pair = 0; pair < 2; ++pair) {
+    const philox_block w = ars5_block(g, ternary_blocks_per_tile * t + 8 * P + 4 * pair + k);
+    for (unsigned h = 0; h < 2; ++h) {
+      const unsigned row = 4 * P + 2 * pair + h;  // bits 2(row % 4) of byte m
+      for (unsigned m = 0; m < 4; ++m) {
+        const std::uint32_t r16 = (w[static_cast<int>(m)] >> (16 * h)) & 0xFFFFU;
+        bytes |= ternary_code(xt[16 * row + 4 * k + m], r16, s, f) << (8 * m + 2 * (row % 4));
+      }
+    }
   }
-  return static_cast<std::uint16_t>(packed);
+  return bytes;
 }
 
 /// Byte j of the last, partial tile (linear layout: elements from + 4j ..

@@ -10,11 +10,11 @@
 //      sums — lane l adds elements l, l + 16, ... in increasing order, sum x
 //      and fma-sum x^2 in fp32 — and thread 0 combines them in double exactly
 //      as the CPU does; this order is what makes the scale bit-identical.
-//   2. Full 256-element tiles: thread (t, h, l) evaluates Philox block
-//      32t + 16h + l once, draws the 16-bit numbers of rows 8h..8h+7 of lane
-//      l from its four words, and writes their 8 codes as the 16-bit half h
-//      of packed word l. The last partial tile (linear layout) is one thread
-//      per output byte.
+//   2. Full 256-element tiles: thread (t, P, k) evaluates ARS-5 blocks
+//      32t + 8P + k and 32t + 8P + 4 + k once (software AES rounds,
+//      core/ars.hpp), draws the 16-bit numbers of rows 4P..4P+3 of lanes
+//      4k..4k+3 from them, and writes byte P of packed words 4k..4k+3. The
+//      last partial tile (linear layout) is one thread per output byte.
 // Every code byte is written whole, so the output needs no clearing.
 //
 // Cost note: per-tensor scaling (bucket 0) runs the whole tensor in one
@@ -74,12 +74,15 @@ __global__ void __launch_bounds__(Threads)
     __syncthreads();
     const float s = shared_s, f = math::ternary_threshold_factor(s);
     const std::uint64_t tiles_end = hi < full ? hi : full;
-    const std::uint64_t items = (tiles_end > lo ? tiles_end - lo : 0) / math::ternary_tile * 32;
+    constexpr unsigned per_tile = math::ternary_items_per_tile;
+    const std::uint64_t items =
+        (tiles_end > lo ? tiles_end - lo : 0) / math::ternary_tile * per_tile;
     for (std::uint64_t it = threadIdx.x; it < items; it += Threads) {
-      const std::uint64_t t = lo / math::ternary_tile + it / 32;
-      const auto h = static_cast<unsigned>((it % 32) / 16), l = static_cast<unsigned>(it % 16);
-      reinterpret_cast<std::uint16_t*>(codes + 64 * t + 4 * l)[h] =
-          math::ternary_tile_half(x, t, h, l, s, f, g);
+      const std::uint64_t t = lo / math::ternary_tile + it / per_tile;
+      const auto P = static_cast<unsigned>((it % per_tile) / 4), k = static_cast<unsigned>(it % 4);
+      const std::uint32_t bytes = math::ternary_tile_item(x, t, P, k, s, f, g);
+      for (unsigned m = 0; m < 4; ++m)
+        codes[64 * t + 4 * (4 * k + m) + P] = static_cast<std::uint8_t>(bytes >> (8 * m));
     }
     if (hi > tiles_end) {  // the last partial tile: linear layout, one thread per byte
       const std::uint64_t bytes = (hi - tiles_end + 3) / 4;

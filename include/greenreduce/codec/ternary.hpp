@@ -5,9 +5,10 @@
 // scale is s = max|g|, after optional clipping at c·sigma (c = 2.5 by default,
 // the paper's choice; c = 0 turns clipping off). Element k is sent as
 // s·sign(g_k)·b_k, b_k ~ Bernoulli(min(|g_k|, s)/s), drawn from the caller's
-// counter-based rng. Unclipped, E[decode] = g up to s·2^-16 per element (16
-// random bits per element); the random-bit rule, the packing and the order of
-// the clipping statistics are in kernels/ternary.hpp.
+// counter-based rng (ARS-5 blocks, core/ars.hpp). Unclipped, E[decode] = g up
+// to s·2^-16 per element (16 random bits per element); the random-bit rule,
+// the packing and the order of the clipping statistics are in
+// kernels/ternary.hpp.
 //
 // Invariants: buckets start at multiples of 256 elements (bucket sizes are
 // multiples of 256, or 0 = one scale for the whole tensor); scales are finite
@@ -91,7 +92,9 @@ class ternary {
     apply<true>(frame, acc);
   }
 
-  // encode: read 4n, write n/4; ~2 Philox rounds' worth of ops per element.
+  // encode: read 4n, write n/4; ~40 ops per element (statistics, decision,
+  // packing and 16 random bits, an eighth of an ARS-5 block; the count is
+  // the one of the Philox era, kept so energy estimates stay comparable).
   constexpr work encode_work(std::size_t n) const noexcept { return {4 * n + n / 4, 40 * n}; }
   constexpr work decode_work(std::size_t n) const noexcept { return {8 * n + n / 4, 6 * n}; }
 

@@ -1,4 +1,4 @@
-// greenreduce/kernels/random_bits.hpp — Philox4x32-10 over SIMD lanes, and lane masks.
+// greenreduce/kernels/random_bits.hpp — Philox4x32-10 and ARS-5 over SIMD lanes, and lane masks.
 //
 // `philox_words<Arch>(g, first)` evaluates W = batch<uint32_t, Arch>::size
 // consecutive blocks of the rng `g` (blocks first .. first + W - 1, i.e.
@@ -9,6 +9,15 @@
 // xsimd 8 has no 32x32 -> 64-bit multiply, so `mul_hilo` is the one place with
 // instruction-set code (AVX-512F, AVX2, SSE2 via _mm*_mul_epu32), plus a
 // portable per-lane fallback for any other architecture.
+//
+// `ars_stream<Arch>` walks consecutive ARS-5 blocks of an rng (core/ars.hpp):
+// each `next()` returns the W / 4 blocks that fill one batch<uint32_t, Arch>
+// (lane m = word m % 4 of block m / 4) and moves on by W / 4 blocks. With VAES
+// (and AVX2, for the 64-bit counter add) a 256-bit batch is one VAESENC chain
+// over two blocks; with AES-NI a 128-bit batch is one AESENC chain; every other
+// case (wider batches, builds without -maes, other ISAs) evaluates the blocks
+// one by one, with AESENC when the build has it and core/ars.hpp's portable
+// rounds otherwise. All forms are bit for bit greenreduce::ars5_block.
 #pragma once
 
 #include <array>
@@ -18,6 +27,7 @@
 #include <immintrin.h>
 #include <xsimd/xsimd.hpp>
 
+#include "greenreduce/core/ars.hpp"
 #include "greenreduce/core/rng.hpp"
 
 namespace greenreduce::kernels {
@@ -101,6 +111,102 @@ inline std::array<u32_batch<Arch>, 4> philox_words(const rng& g, std::uint64_t f
   }
   return {c0, c1, c2, c3};
 }
+
+#if defined(__AES__)
+/// ARS-5 of one counter block with AES-NI; k[r] are the round keys.
+inline __m128i ars5_aesni(__m128i ctr, const __m128i* k) noexcept {
+  __m128i v = _mm_xor_si128(ctr, k[0]);
+  for (int r = 1; r < ars::rounds; ++r) v = _mm_aesenc_si128(v, k[r]);
+  return _mm_aesenclast_si128(v, k[ars::rounds]);
+}
+#endif
+
+/// Consecutive ARS-5 blocks of an rng, W / 4 per call (see the header comment).
+template <class Arch>
+class ars_stream {
+  using u32 = u32_batch<Arch>;
+  static constexpr std::size_t w = u32::size;
+  static_assert(w % 4 == 0, "ARS blocks fill 4 lanes each");
+  static constexpr std::size_t blocks = w / 4;
+#if defined(__VAES__) && defined(__AVX2__)
+  static constexpr bool vaes = w == 8;
+#else
+  static constexpr bool vaes = false;
+#endif
+#if defined(__AES__)
+  static constexpr bool aesni = true;
+#else
+  static constexpr bool aesni = false;
+#endif
+
+ public:
+  /// Positioned at block `first` (relative to g's offset).
+  ars_stream(const rng& g, std::uint64_t first) noexcept
+      : counter_(g.offset + first), stream_(g.stream) {
+    for (int r = 0; r <= ars::rounds; ++r) keys_[r] = ars::round_key(g.seed, 0, r);
+#if defined(__VAES__) && defined(__AVX2__)
+    if constexpr (vaes) {
+      for (int r = 0; r <= ars::rounds; ++r)
+        k256_[r] = _mm256_broadcastsi128_si256(load128(keys_[r]));
+      ctr256_ =
+          _mm256_set_epi64x(static_cast<long long>(stream_), static_cast<long long>(counter_ + 1),
+                            static_cast<long long>(stream_), static_cast<long long>(counter_));
+    }
+#endif
+#if defined(__AES__)
+    for (int r = 0; r <= ars::rounds; ++r) k128_[r] = load128(keys_[r]);
+#endif
+  }
+
+  /// Blocks first .. first + W/4 - 1 of what is left; advances by W / 4 blocks.
+  u32 next() noexcept {
+#if defined(__VAES__) && defined(__AVX2__)
+    if constexpr (vaes) {
+      __m256i v = _mm256_xor_si256(ctr256_, k256_[0]);
+      for (int r = 1; r < ars::rounds; ++r) v = _mm256_aesenc_epi128(v, k256_[r]);
+      v = _mm256_aesenclast_epi128(v, k256_[ars::rounds]);
+      ctr256_ = _mm256_add_epi64(ctr256_, _mm256_set_epi64x(0, 2, 0, 2));
+      return u32(v);
+    }
+#endif
+    alignas(64) std::uint32_t out[w];
+    for (std::size_t b = 0; b < blocks; ++b) {
+      const std::uint64_t c = counter_ + b;
+      const philox_block ctr{{static_cast<std::uint32_t>(c), static_cast<std::uint32_t>(c >> 32),
+                              static_cast<std::uint32_t>(stream_),
+                              static_cast<std::uint32_t>(stream_ >> 32)}};
+#if defined(__AES__)
+      if constexpr (aesni) {
+        _mm_store_si128(reinterpret_cast<__m128i*>(out + 4 * b), ars5_aesni(load128(ctr), k128_));
+        continue;
+      }
+#endif
+      philox_block v = ctr;
+      const philox_block& k0 = keys_[0];
+      for (int i = 0; i < 4; ++i) v[i] ^= k0[i];
+      for (int r = 1; r < ars::rounds; ++r) v = ars::aes_round<false>(v, keys_[r]);
+      v = ars::aes_round<true>(v, keys_[ars::rounds]);
+      for (int i = 0; i < 4; ++i) out[4 * b + static_cast<std::size_t>(i)] = v[i];
+    }
+    counter_ += blocks;
+    return u32::load_aligned(out);
+  }
+
+ private:
+  static __m128i load128(const philox_block& b) noexcept {
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.w));
+  }
+
+  std::uint64_t counter_, stream_;
+  philox_block keys_[ars::rounds + 1];
+#if defined(__VAES__) && defined(__AVX2__)
+  __m256i k256_[ars::rounds + 1];
+  __m256i ctr256_;
+#endif
+#if defined(__AES__)
+  __m128i k128_[ars::rounds + 1];
+#endif
+};
 
 /// Bit l set when lane l of `m` is true (lanes beyond 64 are not supported).
 template <class Arch>
