@@ -1,6 +1,8 @@
 #include "greenreduce/kernels/copy.hpp"
 
+#include <bit>
 #include <catch2/catch.hpp>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -57,6 +59,36 @@ TEST_CASE("copy_streaming copies bit for bit and writes nothing outside the targ
         CHECK(test::same_bytes(out.data() + off, x.data() + 1, 4 * n));
         for (std::size_t k = 0; k < off; ++k) CHECK(out[k] == -1.0F);
         for (std::size_t k = off + n; k < out.size(); ++k) CHECK(out[k] == -1.0F);
+      });
+    }
+  }
+}
+
+TEST_CASE("save_and_zero saves bit for bit, zeroes the source and writes nothing else",
+          "[kernels][copy]") {
+  const auto s = test::seed(42);
+  INFO("seed " << s);
+  for (std::size_t n : {0U, 1U, 5U, 8U, 15U, 16U, 33U, 100003U}) {
+    const auto x0 = test::normal_floats(n + 2, s + n);
+    for (std::size_t off = 0; off < 8; ++off) {
+      test::for_each_arch([&]<class Arch>(Arch, const std::string& arch) {
+        INFO(arch << ", n = " << n << ", target offset " << off);
+        for (bool simd : {true, false}) {
+          INFO("simd " << simd);
+          auto x = x0;
+          std::vector<float> saved(n + 9, -1.0F);
+          const std::span<float> src = std::span<float>(x).subspan(1, n);  // unaligned source
+          if (simd)
+            kernels::save_and_zero<Arch>(src, saved.data() + off);
+          else
+            kernels::scalar::save_and_zero(src, saved.data() + off);
+          CHECK(test::same_bytes(saved.data() + off, x0.data() + 1, 4 * n));
+          for (std::size_t k = 0; k < n; ++k) CHECK(std::bit_cast<std::uint32_t>(src[k]) == 0U);
+          CHECK(x.front() == x0.front());  // neighbours of the source untouched
+          CHECK(x.back() == x0.back());
+          for (std::size_t k = 0; k < off; ++k) CHECK(saved[k] == -1.0F);
+          for (std::size_t k = off + n; k < saved.size(); ++k) CHECK(saved[k] == -1.0F);
+        }
       });
     }
   }

@@ -58,6 +58,14 @@ inline void add_from_le_saving(const std::byte* in, std::span<float> acc, float*
     acc[i] += v;
   }
 }
+/// saved[0, n) = x, then x[0, n) = 0: the save before a sparse decode
+/// overwrites a chunk (one pass: the zeros are stored into lines just read).
+inline void save_and_zero(std::span<float> x, float* saved) noexcept {
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    saved[i] = x[i];
+    x[i] = 0.0F;
+  }
+}
 }  // namespace scalar
 
 template <class Arch = xsimd::default_arch>
@@ -165,6 +173,26 @@ void copy_streaming(const float* in, float* out, std::size_t n) noexcept {
   for (; i + w <= n; i += w) detail::store_stream<Arch>(out + i, batch::load_unaligned(in + i));
   detail::stream_fence();
   if (i < n) std::memcpy(out + i, in + i, (n - i) * 4);
+}
+
+/// scalar::save_and_zero with streaming stores into `saved` (read back only
+/// on error), as copy_streaming; x is zeroed with plain stores into the lines
+/// the same pass has just read.
+template <class Arch = xsimd::default_arch>
+void save_and_zero(std::span<float> x, float* saved) noexcept {
+  using batch = xsimd::batch<float, Arch>;
+  constexpr std::size_t w = batch::size;
+  const std::size_t n = x.size();
+  const std::size_t head = detail::to_aligned<Arch>(saved, n);
+  scalar::save_and_zero(x.first(head), saved);
+  std::size_t i = head;
+  const batch zero(0.0F);
+  for (; i + w <= n; i += w) {
+    detail::store_stream<Arch>(saved + i, batch::load_unaligned(x.data() + i));
+    zero.store_unaligned(x.data() + i);
+  }
+  detail::stream_fence();
+  scalar::save_and_zero(x.subspan(i), saved + i);
 }
 
 }  // namespace greenreduce::kernels
