@@ -199,12 +199,6 @@ concept entry_codec = requires(const C& c, std::span<const std::byte> frame, std
 template <class C>
 concept deferred_codec = entry_codec<C> && codec::fused_residual<C>;
 
-/// One element's value before the reduce-scatter added into it.
-struct undo_entry {
-  std::size_t index = 0;
-  float old = 0.0F;
-};
-
 /// Rethrows `e` with `suffix` appended to its message, keeping its type.
 [[noreturn]] inline void rethrow_with(const std::exception_ptr& e, const std::string& suffix) {
   auto body = [](const error& x) {
@@ -369,7 +363,8 @@ class ring_allreduce {
           saved_pieces_ = 0;
           saved_all_ = false;
           saved_.clear();
-          undo_.clear();
+          undo_idx_.clear();
+          undo_old_.clear();
           modified = true;
           if (algo == algorithm::ring)
             run_ring(data, op, w);
@@ -441,7 +436,7 @@ class ring_allreduce {
                   recvs_[j].count * sizeof(float));
     for (const piece& pc : saved_)
       std::memcpy(data.data() + pc.offset, backup_.data() + pc.offset, pc.count * sizeof(float));
-    for (const auto& u : undo_) data[u.index] = u.old;
+    for (std::size_t j = 0; j < undo_idx_.size(); ++j) data[undo_idx_[j]] = undo_old_[j];
   }
 
   // Decodes `msg` over data[pc] (a full overwrite), saving that piece first
@@ -694,13 +689,17 @@ class ring_allreduce {
             codec_.decode_add(msg, sub(pc));
           } else if constexpr (ring_detail::entry_codec<Codec>) {
             // decode_add, logging each old value: no copy of the chunk.
-            auto x = sub(pc);
-            const std::size_t logged = undo_.size();
+            const std::size_t base = undo_idx_.size();
+            ent_val_.clear();
             codec_.decode_entries(msg, pc.count, [&](std::size_t i, float v) {
-              undo_.push_back({pc.offset + i, x[i]});
-              x[i] += v;
+              undo_idx_.push_back(pc.offset + i);
+              ent_val_.push_back(v);
             });
-            w.memory_bytes += 16 * (undo_.size() - logged);
+            const std::size_t m = undo_idx_.size() - base;
+            undo_old_.resize(base + m);
+            kernels::scatter_add_saving_prefetched(undo_idx_.data() + base, ent_val_.data(), m,
+                                                   data.data(), undo_old_.data() + base);
+            w.memory_bytes += 16 * m;
           } else {
             kernels::copy_streaming(data.data() + pc.offset, backup_.data() + pc.offset, pc.count);
             saved_pieces_ = j + 1;
@@ -838,14 +837,22 @@ class ring_allreduce {
             ag_len_[lag + j] = msg.size();
             codec_.validate(msg, recvs_[j].count);
           });
-      for (std::size_t i = 0; i < lag; ++i) {
-        codec_.decode(frame(i), data.subspan(sends_[i].offset, sends_[i].count));
-        w += codec_.decode_work(sends_[i].count);
-      }
-      for (std::size_t j = 0; j < recvs_.size(); ++j) {
-        codec_.decode(frame(lag + j), data.subspan(recvs_[j].offset, recvs_[j].count));
-        w += codec_.decode_work(recvs_[j].count);
-      }
+      // codec.decode's result (zeros, then the entries), in one sequential
+      // pass with streaming stores.
+      auto decode = [&](std::span<const std::byte> f, const piece& pc) {
+        ent_idx_.clear();
+        ent_val_.clear();
+        codec_.decode_entries(f, pc.count, [&](std::size_t i, float v) {
+          ent_idx_.push_back(i);
+          ent_val_.push_back(v);
+        });
+        kernels::expand_streaming(ent_idx_.data(), ent_val_.data(), ent_idx_.size(),
+                                  data.subspan(pc.offset, pc.count));
+        w += codec_.decode_work(pc.count);
+        w.memory_bytes += 4 * pc.count;
+      };
+      for (std::size_t i = 0; i < lag; ++i) decode(frame(i), sends_[i]);
+      for (std::size_t j = 0; j < recvs_.size(); ++j) decode(frame(lag + j), recvs_[j]);
     } else {
       (void)data, (void)owned, (void)lag, (void)nsend, (void)w;
     }
@@ -896,7 +903,11 @@ class ring_allreduce {
   std::size_t saved_pieces_ = 0;  // keep_input: reduce-scatter receives saved so far
   bool saved_all_ = false;        // keep_input: the whole input is in backup_
   std::vector<piece> saved_;      // keep_input: pieces saved in backup_ before a decode
-  std::vector<ring_detail::undo_entry> undo_;  // keep_input, entry codecs: sparse adds
+  // keep_input, entry codecs: where the reduce-scatter added, and what was there.
+  std::vector<std::uint64_t> undo_idx_;
+  std::vector<float> undo_old_;
+  std::vector<std::uint64_t> ent_idx_;  // entries of one frame (entry codecs)
+  std::vector<float> ent_val_;
   std::optional<allgather<Transport>> sparse_ag_;
   std::vector<piece> sends_, recvs_;
   std::string broken_;

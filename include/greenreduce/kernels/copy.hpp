@@ -11,6 +11,7 @@
 // little-endian, so the wire layout is the in-memory layout.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -64,6 +65,22 @@ inline void save_and_zero(std::span<float> x, float* saved) noexcept {
   for (std::size_t i = 0; i < x.size(); ++i) {
     saved[i] = x[i];
     x[i] = 0.0F;
+  }
+}
+/// out = 0 except out[idx[j]] = val[j]: the dense form of sorted sparse
+/// entries (idx strictly increasing, below out.size()).
+inline void expand(const std::uint64_t* idx, const float* val, std::size_t count,
+                   std::span<float> out) noexcept {
+  std::fill(out.begin(), out.end(), 0.0F);
+  for (std::size_t j = 0; j < count; ++j) out[idx[j]] = val[j];
+}
+/// For each entry j: old[j] = x[idx[j]], then x[idx[j]] += val[j] (indices
+/// distinct): a sparse add that keeps what it overwrote.
+inline void scatter_add_saving(const std::uint64_t* idx, const float* val, std::size_t count,
+                               float* x, float* old) noexcept {
+  for (std::size_t j = 0; j < count; ++j) {
+    old[j] = x[idx[j]];
+    x[idx[j]] += val[j];
   }
 }
 }  // namespace scalar
@@ -193,6 +210,54 @@ void save_and_zero(std::span<float> x, float* saved) noexcept {
   }
   detail::stream_fence();
   scalar::save_and_zero(x.subspan(i), saved + i);
+}
+
+/// scalar::expand in one sequential pass with streaming stores: each batch
+/// of out is written once, zeros with the entries that fall into it, so the
+/// result costs no read of out's lines and no random access (a decode that
+/// zero-fills first and scatters after misses the cache once per entry).
+template <class Arch = xsimd::default_arch>
+void expand_streaming(const std::uint64_t* idx, const float* val, std::size_t count,
+                      std::span<float> out) noexcept {
+  using batch = xsimd::batch<float, Arch>;
+  constexpr std::size_t w = batch::size;
+  const std::size_t n = out.size();
+  const std::size_t head = detail::to_aligned<Arch>(out.data(), n);
+  std::size_t j = 0;
+  auto put_scalar = [&](std::size_t begin, std::size_t end) {
+    for (std::size_t i = begin; i < end; ++i) out[i] = 0.0F;
+    for (; j < count && idx[j] < end; ++j) out[idx[j]] = val[j];
+  };
+  put_scalar(0, head);
+  std::size_t i = head;
+  const batch zero(0.0F);
+  alignas(64) float lanes[w];
+  for (; i + w <= n; i += w) {
+    if (j < count && idx[j] < i + w) {
+      zero.store_aligned(lanes);
+      for (; j < count && idx[j] < i + w; ++j) lanes[idx[j] - i] = val[j];
+      detail::store_stream<Arch>(out.data() + i, batch::load_aligned(lanes));
+    } else {
+      detail::store_stream<Arch>(out.data() + i, zero);
+    }
+  }
+  detail::stream_fence();
+  put_scalar(i, n);
+}
+
+/// scalar::scatter_add_saving with software prefetches a few entries ahead:
+/// the entries are sparse, so every one is a cache miss, and the misses of
+/// consecutive entries overlap instead of queueing behind each other.
+inline void scatter_add_saving_prefetched(const std::uint64_t* idx, const float* val,
+                                          std::size_t count, float* x, float* old) noexcept {
+  constexpr std::size_t ahead = 16;
+  std::size_t j = 0;
+  for (; j + ahead < count; ++j) {
+    __builtin_prefetch(x + idx[j + ahead], 1);
+    old[j] = x[idx[j]];
+    x[idx[j]] += val[j];
+  }
+  scalar::scatter_add_saving(idx + j, val + j, count - j, x, old + j);
 }
 
 }  // namespace greenreduce::kernels
