@@ -22,7 +22,8 @@
 // owner, too, overwrites its chunk with the decoded frame, so every rank holds
 // bit-identical results. With `error_feedback` the owner keeps the residual of
 // that one encode per owned chunk (DeepSpeed 1-bit Adam, CGX): e = x + r,
-// y = C(e), r = e - decode(y); it resets when the length changes.
+// y = C(e), r = e - decode(y), in the encoder's own pass for codecs with a
+// fused residual (codec::fused_residual); it resets when the length changes.
 // Sparse codecs (codec::sparse_codec) may instead allgather every rank's
 // whole-vector frame and sum the p frames in rank order ("allgather_sparse"),
 // chosen when the bounds of all ranks' frames, p(p-1) max_encoded_bytes(n),
@@ -38,12 +39,18 @@
 // Errors: after agreement, an error leaves `data` as the caller passed it when
 // `keep_input` (default: every element is saved before its first write) and
 // the message ends "input left unchanged"; without it the message ends "input
-// partially reduced (contents unspecified)". Coded frames save the whole input
-// with one copy up front. Raw fp32 saves as it goes: the reduce-scatter's add
+// partially reduced (contents unspecified)". Nothing is copied up front; each
+// element is saved before its first write. Raw fp32: the reduce-scatter's add
 // kernel stores each element it is about to add into (every chunk but chunk
 // r, once each), and chunk r, which only the allgather overwrites, is copied
-// before the allgather begins; an error restores just what was saved, which
-// is everything written so far. Only mismatch_error leaves the
+// before the allgather begins. Dense frames: each reduce-scatter segment is
+// copied before its decode-add, chunk r after that phase. Entry codecs
+// (top-k: decode_entries, validate, encode_with_residual): the reduce-scatter
+// logs the old value of each element its sparse adds touch, and the allgather
+// keeps every frame and decodes them into the data only after its last
+// transfer, so it writes nothing before it succeeded (`average` copies the
+// owned chunk before dividing it). An error restores just what was saved,
+// which is everything written so far. Only mismatch_error leaves the
 // object usable; after any other error it (and the transport) is unusable, and
 // the transport is aborted when it offers abort(), so peers fail fast.
 //
@@ -51,9 +58,10 @@
 // header included); raw_bytes is what the fp32 ring sends from this rank,
 // 4 * (2n - |chunk r+1| - |chunk r+2|) (= 2(p-1)/p * 4n up to chunk rounding;
 // 0 for p = 1); memory_bytes/compute_ops sum the codec's encode_work and
-// decode_work of every call, plus the saved input when keep_input (8n bytes
-// for the copy; raw fp32: 4 per element saved in the add, 8 per element of
-// chunk r).
+// decode_work of every call, plus the saved input when keep_input (dense
+// frames: 8 per element copied; entry codecs: 16 per logged entry, 8 per
+// element of the owned chunk for average; raw fp32: 4 per element saved in
+// the add, 8 per element of chunk r).
 #pragma once
 
 #include <algorithm>
