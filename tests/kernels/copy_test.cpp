@@ -1,7 +1,10 @@
 #include "greenreduce/kernels/copy.hpp"
 
+#include <bit>
 #include <catch2/catch.hpp>
+#include <cstdint>
 #include <cstring>
+#include <random>
 #include <vector>
 
 #include "kernels/archs.hpp"
@@ -60,4 +63,103 @@ TEST_CASE("copy_streaming copies bit for bit and writes nothing outside the targ
       });
     }
   }
+}
+
+TEST_CASE("save_and_zero saves bit for bit, zeroes the source and writes nothing else",
+          "[kernels][copy]") {
+  const auto s = test::seed(42);
+  INFO("seed " << s);
+  for (std::size_t n : {0U, 1U, 5U, 8U, 15U, 16U, 33U, 100003U}) {
+    const auto x0 = test::normal_floats(n + 2, s + n);
+    for (std::size_t off = 0; off < 8; ++off) {
+      test::for_each_arch([&]<class Arch>(Arch, const std::string& arch) {
+        INFO(arch << ", n = " << n << ", target offset " << off);
+        for (bool simd : {true, false}) {
+          INFO("simd " << simd);
+          auto x = x0;
+          std::vector<float> saved(n + 9, -1.0F);
+          const std::span<float> src = std::span<float>(x).subspan(1, n);  // unaligned source
+          if (simd)
+            kernels::save_and_zero<Arch>(src, saved.data() + off);
+          else
+            kernels::scalar::save_and_zero(src, saved.data() + off);
+          CHECK(test::same_bytes(saved.data() + off, x0.data() + 1, 4 * n));
+          for (std::size_t k = 0; k < n; ++k) CHECK(std::bit_cast<std::uint32_t>(src[k]) == 0U);
+          CHECK(x.front() == x0.front());  // neighbours of the source untouched
+          CHECK(x.back() == x0.back());
+          for (std::size_t k = 0; k < off; ++k) CHECK(saved[k] == -1.0F);
+          for (std::size_t k = off + n; k < saved.size(); ++k) CHECK(saved[k] == -1.0F);
+        }
+      });
+    }
+  }
+}
+
+namespace {
+// Sorted distinct indices below n, about one in `every`, plus their values.
+void sparse_entries(std::size_t n, std::size_t every, std::uint64_t s,
+                    std::vector<std::uint64_t>& idx, std::vector<float>& val) {
+  std::mt19937_64 g(s);
+  idx.clear();
+  for (std::size_t i = 0; i < n; ++i)
+    if (g() % every == 0) idx.push_back(i);
+  val = test::normal_floats(idx.size(), s + 1);
+}
+}  // namespace
+
+TEST_CASE("expand_streaming writes zeros and the entries like the scalar expand, bit for bit",
+          "[kernels][copy]") {
+  const auto s = test::seed(43);
+  INFO("seed " << s);
+  for (std::size_t n : {0U, 1U, 5U, 8U, 15U, 16U, 33U, 100003U})
+    for (std::size_t every : {1U, 3U, 100U}) {
+      std::vector<std::uint64_t> idx;
+      std::vector<float> val;
+      sparse_entries(n, every, s + n + every, idx, val);
+      std::vector<float> ref(n + 2, -1.0F);
+      kernels::scalar::expand(idx.data(), val.data(), idx.size(),
+                              std::span<float>(ref).subspan(1, n));
+      for (std::size_t k = 0; k < idx.size(); ++k) REQUIRE(ref[idx[k] + 1] == val[k]);
+      std::size_t zeros = 0;
+      for (std::size_t k = 1; k <= n; ++k) zeros += std::bit_cast<std::uint32_t>(ref[k]) == 0U;
+      REQUIRE(zeros + idx.size() >= n);  // everything else is +0
+      for (std::size_t off = 0; off < 8; ++off) {
+        test::for_each_arch([&]<class Arch>(Arch, const std::string& arch) {
+          INFO(arch << ", n = " << n << ", one in " << every << ", target offset " << off);
+          std::vector<float> out(n + 9, -1.0F);
+          kernels::expand_streaming<Arch>(idx.data(), val.data(), idx.size(),
+                                          std::span<float>(out).subspan(off, n));
+          CHECK(test::same_bytes(out.data() + off, ref.data() + 1, 4 * n));
+          for (std::size_t k = 0; k < off; ++k) CHECK(out[k] == -1.0F);
+          for (std::size_t k = off + n; k < out.size(); ++k) CHECK(out[k] == -1.0F);
+        });
+      }
+    }
+}
+
+TEST_CASE("scatter_add_saving_prefetched adds and saves like the scalar kernel, bit for bit",
+          "[kernels][copy]") {
+  const auto s = test::seed(44);
+  INFO("seed " << s);
+  for (std::size_t n : {0U, 1U, 17U, 100003U})
+    for (std::size_t every : {1U, 7U, 100U}) {
+      INFO("n = " << n << ", one in " << every);
+      std::vector<std::uint64_t> idx;
+      std::vector<float> val;
+      sparse_entries(n, every, s + n + every, idx, val);
+      const auto x0 = test::normal_floats(n, s + 7 * n);
+      auto x = x0, xs = x0;
+      std::vector<float> old(idx.size() + 1, -1.0F), olds(idx.size() + 1, -1.0F);
+      kernels::scatter_add_saving_prefetched(idx.data(), val.data(), idx.size(), x.data(),
+                                             old.data());
+      kernels::scalar::scatter_add_saving(idx.data(), val.data(), idx.size(), xs.data(),
+                                          olds.data());
+      CHECK(test::same_bytes(x.data(), xs.data(), 4 * n));
+      CHECK(test::same_bytes(old.data(), olds.data(), 4 * old.size()));
+      CHECK(old.back() == -1.0F);
+      for (std::size_t k = 0; k < idx.size(); ++k) {
+        REQUIRE(std::bit_cast<std::uint32_t>(old[k]) == std::bit_cast<std::uint32_t>(x0[idx[k]]));
+        REQUIRE(x[idx[k]] == x0[idx[k]] + val[k]);
+      }
+    }
 }

@@ -200,6 +200,8 @@ class topk {
   /// device), ends here so both write the same bytes.
   std::size_t write_selected(const std::uint64_t* idx, const float* val, std::size_t count,
                              std::size_t n, std::span<std::byte> out) const;
+  /// Throws decode_error where decode would, writing nothing.
+  void validate(std::span<const std::byte> frame, std::size_t n) const { (void)parse(frame, n); }
   /// Validates `frame` as decode does, then calls f(index, value) for each
   /// sent entry in increasing index order.
   template <class F>

@@ -22,7 +22,8 @@
 // owner, too, overwrites its chunk with the decoded frame, so every rank holds
 // bit-identical results. With `error_feedback` the owner keeps the residual of
 // that one encode per owned chunk (DeepSpeed 1-bit Adam, CGX): e = x + r,
-// y = C(e), r = e - decode(y); it resets when the length changes.
+// y = C(e), r = e - decode(y), in the encoder's own pass for codecs with a
+// fused residual (codec::fused_residual); it resets when the length changes.
 // Sparse codecs (codec::sparse_codec) may instead allgather every rank's
 // whole-vector frame and sum the p frames in rank order ("allgather_sparse"),
 // chosen when the bounds of all ranks' frames, p(p-1) max_encoded_bytes(n),
@@ -38,12 +39,18 @@
 // Errors: after agreement, an error leaves `data` as the caller passed it when
 // `keep_input` (default: every element is saved before its first write) and
 // the message ends "input left unchanged"; without it the message ends "input
-// partially reduced (contents unspecified)". Coded frames save the whole input
-// with one copy up front. Raw fp32 saves as it goes: the reduce-scatter's add
+// partially reduced (contents unspecified)". Nothing is copied up front; each
+// element is saved before its first write. Raw fp32: the reduce-scatter's add
 // kernel stores each element it is about to add into (every chunk but chunk
 // r, once each), and chunk r, which only the allgather overwrites, is copied
-// before the allgather begins; an error restores just what was saved, which
-// is everything written so far. Only mismatch_error leaves the
+// before the allgather begins. Dense frames: each reduce-scatter segment is
+// copied before its decode-add, chunk r after that phase. Entry codecs
+// (top-k: decode_entries, validate, encode_with_residual): the reduce-scatter
+// logs the old value of each element its sparse adds touch, and the allgather
+// keeps every frame and decodes them into the data only after its last
+// transfer, so it writes nothing before it succeeded (`average` copies the
+// owned chunk before dividing it). An error restores just what was saved,
+// which is everything written so far. Only mismatch_error leaves the
 // object usable; after any other error it (and the transport) is unusable, and
 // the transport is aborted when it offers abort(), so peers fail fast.
 //
@@ -51,9 +58,10 @@
 // header included); raw_bytes is what the fp32 ring sends from this rank,
 // 4 * (2n - |chunk r+1| - |chunk r+2|) (= 2(p-1)/p * 4n up to chunk rounding;
 // 0 for p = 1); memory_bytes/compute_ops sum the codec's encode_work and
-// decode_work of every call, plus the saved input when keep_input (8n bytes
-// for the copy; raw fp32: 4 per element saved in the add, 8 per element of
-// chunk r).
+// decode_work of every call, plus the saved input when keep_input (dense
+// frames: 8 per element copied; entry codecs: 16 per logged entry, 8 per
+// element of the owned chunk for average; raw fp32: 4 per element saved in
+// the add, 8 per element of chunk r).
 #pragma once
 
 #include <algorithm>
@@ -74,6 +82,7 @@
 #include <vector>
 
 #include "greenreduce/codec/concept.hpp"
+#include "greenreduce/codec/error_feedback.hpp"
 #include "greenreduce/codec/none.hpp"
 #include "greenreduce/collective/allgather.hpp"
 #include "greenreduce/core/buffer.hpp"
@@ -181,6 +190,23 @@ inline agreement read(std::span<const std::byte> in, int from) {
   return a;
 }
 
+/// A codec that can hand its decoded entries to a callback (top-k): the ring
+/// then decodes sparsely in place and keeps an undo log instead of a copy.
+struct entry_sink {
+  void operator()(std::size_t /*index*/, float /*value*/) const noexcept {}
+};
+template <class C>
+concept entry_codec = requires(const C& c, std::span<const std::byte> frame, std::size_t n) {
+  c.decode_entries(frame, n, entry_sink{});
+  c.validate(frame, n);
+};
+
+/// Entry codecs with a fused residual keep every allgather frame and decode
+/// them into the data only once the allgather has succeeded ("deferred"): an
+/// error before that leaves the allgather's chunks as they were.
+template <class C>
+concept deferred_codec = entry_codec<C> && codec::fused_residual<C>;
+
 /// Rethrows `e` with `suffix` appended to its message, keeping its type.
 [[noreturn]] inline void rethrow_with(const std::exception_ptr& e, const std::string& suffix) {
   auto body = [](const error& x) {
@@ -241,13 +267,15 @@ class ring_allreduce {
     } else if (p_ > 1) {
       send_slots_.resize(2 * enc_cap_);
       recv_slots_.resize(2 * enc_cap_);
-      ring_k_ = smax_ + 5;
+      // Deferred codecs keep all p * smax_ frames of the allgather.
+      ring_k_ =
+          ring_detail::deferred_codec<Codec> ? static_cast<std::size_t>(p_) * smax_ : smax_ + 5;
       ag_slots_.resize(ring_k_ * enc_cap_);
       ag_len_.resize(ring_k_);
       if (opts_.keep_input) backup_.resize(max_count);
       if (opts_.error_feedback) {
         residual_.resize(max_chunk);
-        scratch_.resize(std::min(seg_, max_chunk));
+        if constexpr (!codec::fused_residual<Codec>) scratch_.resize(std::min(seg_, max_chunk));
       }
       if constexpr (codec::sparse_codec<Codec>) {
         if (opts_.algo != algorithm::ring) {
@@ -258,6 +286,7 @@ class ring_allreduce {
     }
     sends_.reserve(static_cast<std::size_t>(p_) * (smax_ + 1));
     recvs_.reserve(static_cast<std::size_t>(p_) * (smax_ + 1));
+    saved_.reserve(static_cast<std::size_t>(p_) * (smax_ + 1) + 1);
   }
 
   ring_allreduce(const ring_allreduce&) = delete;
@@ -341,11 +370,9 @@ class ring_allreduce {
         if (n > 0) {
           saved_pieces_ = 0;
           saved_all_ = false;
-          if (opts_.keep_input && !raw_path) {
-            std::memcpy(backup_.data(), data.data(), n * sizeof(float));
-            w.memory_bytes += 8 * n;
-            saved_all_ = true;
-          }
+          saved_.clear();
+          undo_idx_.clear();
+          undo_old_.clear();
           modified = true;
           if (algo == algorithm::ring)
             run_ring(data, op, w);
@@ -401,9 +428,12 @@ class ring_allreduce {
                        max_count_, " it was built for");
   }
 
-  // Puts back what keep_input saved: everything, or (raw fp32, during the
+  // Puts back what keep_input saved: everything; or (dense frames, during the
   // reduce-scatter) the first saved_pieces_ receives of that phase, which are
-  // still listed in recvs_ and are the only elements written so far.
+  // still listed in recvs_ and are the only elements written so far; or
+  // (entry codecs) the pieces saved before a decode overwrote them, then the
+  // undo log of the reduce-scatter's sparse adds (each index at most once),
+  // which also corrects those saved pieces.
   void restore(std::span<float> data) {
     if (saved_all_) {
       std::memcpy(data.data(), backup_.data(), data.size() * sizeof(float));
@@ -412,6 +442,46 @@ class ring_allreduce {
     for (std::size_t j = 0; j < saved_pieces_; ++j)
       std::memcpy(data.data() + recvs_[j].offset, backup_.data() + recvs_[j].offset,
                   recvs_[j].count * sizeof(float));
+    for (const piece& pc : saved_)
+      std::memcpy(data.data() + pc.offset, backup_.data() + pc.offset, pc.count * sizeof(float));
+    for (std::size_t j = 0; j < undo_idx_.size(); ++j) data[undo_idx_[j]] = undo_old_[j];
+  }
+
+  // Decodes `msg` over data[pc] (a full overwrite), saving that piece first
+  // when `save` and keep_input ask for it. Entry codecs zero the piece in the
+  // same pass as the save, after the frame was validated, then scatter; bit
+  // for bit what codec.decode writes.
+  void decode_over(std::span<const std::byte> msg, std::span<float> data, const piece& pc,
+                   bool save, codec::work& w) {
+    auto x = data.subspan(pc.offset, pc.count);
+    save = save && opts_.keep_input && !saved_all_;
+    if (save) {
+      saved_.push_back(pc);
+      w.memory_bytes += 8 * pc.count;
+    }
+    if constexpr (ring_detail::entry_codec<Codec>) {
+      bool cleared = false;
+      auto clear = [&] {
+        if (save)
+          kernels::save_and_zero(x, backup_.data() + pc.offset);
+        else
+          std::fill(x.begin(), x.end(), 0.0F);
+        cleared = true;
+      };
+      try {
+        codec_.decode_entries(msg, pc.count, [&](std::size_t i, float v) {
+          if (!cleared) clear();
+          x[i] = v;
+        });
+      } catch (...) {
+        if (save) saved_.pop_back();  // validation failed: nothing written
+        throw;
+      }
+      if (!cleared) clear();
+    } else {
+      if (save) kernels::copy_streaming(x.data(), backup_.data() + pc.offset, pc.count);
+      codec_.decode(msg, x);
+    }
   }
 
   // ------------------------------------------------------------------ agreement
@@ -621,13 +691,52 @@ class ring_allreduce {
         },
         [&](std::size_t j) { return slot(recv_slots_, j % 2); },
         [&](std::size_t j, std::span<const std::byte> msg) {
-          w += codec_.decode_work(recvs_[j].count);
-          codec_.decode_add(msg, sub(recvs_[j]));
+          const piece& pc = recvs_[j];
+          w += codec_.decode_work(pc.count);
+          if (!opts_.keep_input) {
+            codec_.decode_add(msg, sub(pc));
+          } else if constexpr (ring_detail::entry_codec<Codec>) {
+            // decode_add, logging each old value: no copy of the chunk.
+            const std::size_t base = undo_idx_.size();
+            ent_val_.clear();
+            codec_.decode_entries(msg, pc.count, [&](std::size_t i, float v) {
+              undo_idx_.push_back(pc.offset + i);
+              ent_val_.push_back(v);
+            });
+            const std::size_t m = undo_idx_.size() - base;
+            undo_old_.resize(base + m);
+            kernels::scatter_add_saving_prefetched(undo_idx_.data() + base, ent_val_.data(), m,
+                                                   data.data(), undo_old_.data() + base);
+            w.memory_bytes += 16 * m;
+          } else {
+            kernels::copy_streaming(data.data() + pc.offset, backup_.data() + pc.offset, pc.count);
+            saved_pieces_ = j + 1;
+            w.memory_bytes += 8 * pc.count;
+            codec_.decode_add(msg, sub(pc));
+          }
         });
 
     // The reduced chunk this rank owns.
     const int own = ring_detail::mod(r_ + 1, p_);
     const piece owned = ring_detail::chunk(n, p_, own);
+    bool owned_saved = false;
+    if (opts_.keep_input) {
+      if constexpr (ring_detail::entry_codec<Codec>) {
+        if (op == reduce_op::average) {  // the division below writes it
+          kernels::copy_streaming(data.data() + owned.offset, backup_.data() + owned.offset,
+                                  owned.count);
+          saved_.push_back(owned);
+          w.memory_bytes += 8 * owned.count;
+          owned_saved = true;
+        }
+      } else {  // the one chunk the reduce-scatter never wrote
+        const piece mine = ring_detail::chunk(n, p_, r_);
+        kernels::copy_streaming(data.data() + mine.offset, backup_.data() + mine.offset,
+                                mine.count);
+        w.memory_bytes += 8 * mine.count;
+        saved_all_ = true;
+      }
+    }
     if (op == reduce_op::average) {
       const float fp = static_cast<float>(p_);
       for (float& x : sub(owned)) x /= fp;
@@ -652,6 +761,10 @@ class ring_allreduce {
     const std::size_t forward =
         recvs_.size() - segments(ring_detail::chunk(n, p_, ring_detail::mod(r_ + 2, p_)).count);
     const std::size_t nsend = lag + forward;
+    if constexpr (ring_detail::deferred_codec<Codec>) {
+      run_allgather_deferred(data, owned, lag, nsend, w);
+      return;
+    }
     pipeline(
         nsend, recvs_.size(), lag,
         [&](std::size_t i) -> std::span<const std::byte> {
@@ -664,19 +777,25 @@ class ring_allreduce {
           auto x = sub(pc);
           std::size_t len = 0;
           if (opts_.error_feedback) {
-            auto e = std::span<float>(scratch_).first(pc.count);
-            const float* res = residual_.data() + (pc.offset - owned.offset);
-            for (std::size_t k = 0; k < pc.count; ++k) e[k] = x[k] + res[k];
-            len = codec_.encode(e, out, rng_);
-            codec_.decode(out.first(len), x);
-            float* rw = residual_.data() + (pc.offset - owned.offset);
-            for (std::size_t k = 0; k < pc.count; ++k) rw[k] = e[k] - x[k];
-            w += codec::work{20 * pc.count, 2 * pc.count};
+            auto res = std::span<float>(residual_).subspan(pc.offset - owned.offset, pc.count);
+            if constexpr (codec::fused_residual<Codec>) {
+              // r = e with the sent entries zeroed, in the encoder's own pass:
+              // what e - decode(y) gives, bit for bit, for top-k.
+              len = codec_.encode_with_residual(x, res, out, rng_);
+              decode_over(out.first(len), data, pc, !owned_saved, w);
+            } else {
+              auto e = std::span<float>(scratch_).first(pc.count);
+              for (std::size_t k = 0; k < pc.count; ++k) e[k] = x[k] + res[k];
+              len = codec_.encode(e, out, rng_);
+              decode_over(out.first(len), data, pc, !owned_saved, w);
+              for (std::size_t k = 0; k < pc.count; ++k) res[k] = e[k] - x[k];
+              w += codec::work{20 * pc.count, 2 * pc.count};
+            }
             w += codec_.decode_work(pc.count);
           } else {
             len = codec_.encode(x, out, rng_);
             if constexpr (!std::is_same_v<Codec, codec::none>) {  // none is exact
-              codec_.decode(out.first(len), x);
+              decode_over(out.first(len), data, pc, !owned_saved, w);
               w += codec_.decode_work(pc.count);
             }
           }
@@ -687,8 +806,64 @@ class ring_allreduce {
         [&](std::size_t j, std::span<const std::byte> msg) {
           ag_len_[j % ring_k_] = msg.size();
           w += codec_.decode_work(recvs_[j].count);
-          codec_.decode(msg, sub(recvs_[j]));
+          decode_over(msg, data, recvs_[j], true, w);
         });
+  }
+
+  // The allgather of a deferred codec (sends_ = the owned segments, recvs_ =
+  // the segments to receive): slot i < lag holds the frame of owned segment
+  // i, slot lag + j receive j. Received frames are validated on arrival and
+  // forwarded unchanged; only after the last transfer is every frame decoded
+  // into `data` (the owner's too: every rank holds the same values). So an
+  // error in the allgather has not written any of its chunks.
+  void run_allgather_deferred(std::span<float> data, const piece& owned, std::size_t lag,
+                              std::size_t nsend, codec::work& w) {
+    if constexpr (ring_detail::deferred_codec<Codec>) {
+      auto frame = [&](std::size_t k) {
+        return std::span<const std::byte>(slot(ag_slots_, k).first(ag_len_[k]));
+      };
+      pipeline(
+          nsend, recvs_.size(), lag,
+          [&](std::size_t i) -> std::span<const std::byte> {
+            if (i >= lag) return frame(i);  // forwards receive i - lag
+            const piece& pc = sends_[i];
+            auto out = slot(ag_slots_, i);
+            auto x = data.subspan(pc.offset, pc.count);
+            if (opts_.error_feedback) {
+              // r = e with the sent entries zeroed, in the encoder's own pass:
+              // what e - decode(y) gives, bit for bit, for top-k.
+              auto res = std::span<float>(residual_).subspan(pc.offset - owned.offset, pc.count);
+              ag_len_[i] = codec_.encode_with_residual(x, res, out, rng_);
+            } else {
+              ag_len_[i] = codec_.encode(x, out, rng_);
+            }
+            w += codec_.encode_work(pc.count);
+            return frame(i);
+          },
+          [&](std::size_t j) { return slot(ag_slots_, lag + j); },
+          [&](std::size_t j, std::span<const std::byte> msg) {
+            ag_len_[lag + j] = msg.size();
+            codec_.validate(msg, recvs_[j].count);
+          });
+      // codec.decode's result (zeros, then the entries), in one sequential
+      // pass with streaming stores.
+      auto decode = [&](std::span<const std::byte> f, const piece& pc) {
+        ent_idx_.clear();
+        ent_val_.clear();
+        codec_.decode_entries(f, pc.count, [&](std::size_t i, float v) {
+          ent_idx_.push_back(i);
+          ent_val_.push_back(v);
+        });
+        kernels::expand_streaming(ent_idx_.data(), ent_val_.data(), ent_idx_.size(),
+                                  data.subspan(pc.offset, pc.count));
+        w += codec_.decode_work(pc.count);
+        w.memory_bytes += 4 * pc.count;
+      };
+      for (std::size_t i = 0; i < lag; ++i) decode(frame(i), sends_[i]);
+      for (std::size_t j = 0; j < recvs_.size(); ++j) decode(frame(lag + j), recvs_[j]);
+    } else {
+      (void)data, (void)owned, (void)lag, (void)nsend, (void)w;
+    }
   }
 
   // ------------------------------------------------------------------ sparse allgather
@@ -699,7 +874,7 @@ class ring_allreduce {
       w += codec_.encode_work(n);
       const auto frames = sparse_ag_->run(std::span<const std::byte>(sparse_frame_).first(len));
       // Rank order on every rank: bit-identical sums.
-      codec_.decode(frames[0], data);
+      decode_over(frames[0], data, piece{0, n}, true, w);
       for (int q = 1; q < p_; ++q) codec_.decode_add(frames[static_cast<std::size_t>(q)], data);
       w += codec::work{codec_.decode_work(n).memory_bytes * static_cast<std::uint64_t>(p_),
                        codec_.decode_work(n).ops * static_cast<std::uint64_t>(p_)};
@@ -735,6 +910,12 @@ class ring_allreduce {
   std::size_t residual_n_ = static_cast<std::size_t>(-1);
   std::size_t saved_pieces_ = 0;  // keep_input: reduce-scatter receives saved so far
   bool saved_all_ = false;        // keep_input: the whole input is in backup_
+  std::vector<piece> saved_;      // keep_input: pieces saved in backup_ before a decode
+  // keep_input, entry codecs: where the reduce-scatter added, and what was there.
+  std::vector<std::uint64_t> undo_idx_;
+  std::vector<float> undo_old_;
+  std::vector<std::uint64_t> ent_idx_;  // entries of one frame (entry codecs)
+  std::vector<float> ent_val_;
   std::optional<allgather<Transport>> sparse_ag_;
   std::vector<piece> sends_, recvs_;
   std::string broken_;

@@ -11,6 +11,7 @@
 // little-endian, so the wire layout is the in-memory layout.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstddef>
@@ -56,6 +57,30 @@ inline void add_from_le_saving(const std::byte* in, std::span<float> acc, float*
     std::memcpy(&v, in + 4 * i, 4);
     saved[i] = acc[i];
     acc[i] += v;
+  }
+}
+/// saved[0, n) = x, then x[0, n) = 0: the save before a sparse decode
+/// overwrites a chunk (one pass: the zeros are stored into lines just read).
+inline void save_and_zero(std::span<float> x, float* saved) noexcept {
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    saved[i] = x[i];
+    x[i] = 0.0F;
+  }
+}
+/// out = 0 except out[idx[j]] = val[j]: the dense form of sorted sparse
+/// entries (idx strictly increasing, below out.size()).
+inline void expand(const std::uint64_t* idx, const float* val, std::size_t count,
+                   std::span<float> out) noexcept {
+  std::fill(out.begin(), out.end(), 0.0F);
+  for (std::size_t j = 0; j < count; ++j) out[idx[j]] = val[j];
+}
+/// For each entry j: old[j] = x[idx[j]], then x[idx[j]] += val[j] (indices
+/// distinct): a sparse add that keeps what it overwrote.
+inline void scatter_add_saving(const std::uint64_t* idx, const float* val, std::size_t count,
+                               float* x, float* old) noexcept {
+  for (std::size_t j = 0; j < count; ++j) {
+    old[j] = x[idx[j]];
+    x[idx[j]] += val[j];
   }
 }
 }  // namespace scalar
@@ -165,6 +190,74 @@ void copy_streaming(const float* in, float* out, std::size_t n) noexcept {
   for (; i + w <= n; i += w) detail::store_stream<Arch>(out + i, batch::load_unaligned(in + i));
   detail::stream_fence();
   if (i < n) std::memcpy(out + i, in + i, (n - i) * 4);
+}
+
+/// scalar::save_and_zero with streaming stores into `saved` (read back only
+/// on error), as copy_streaming; x is zeroed with plain stores into the lines
+/// the same pass has just read.
+template <class Arch = xsimd::default_arch>
+void save_and_zero(std::span<float> x, float* saved) noexcept {
+  using batch = xsimd::batch<float, Arch>;
+  constexpr std::size_t w = batch::size;
+  const std::size_t n = x.size();
+  const std::size_t head = detail::to_aligned<Arch>(saved, n);
+  scalar::save_and_zero(x.first(head), saved);
+  std::size_t i = head;
+  const batch zero(0.0F);
+  for (; i + w <= n; i += w) {
+    detail::store_stream<Arch>(saved + i, batch::load_unaligned(x.data() + i));
+    zero.store_unaligned(x.data() + i);
+  }
+  detail::stream_fence();
+  scalar::save_and_zero(x.subspan(i), saved + i);
+}
+
+/// scalar::expand in one sequential pass with streaming stores: each batch
+/// of out is written once, zeros with the entries that fall into it, so the
+/// result costs no read of out's lines and no random access (a decode that
+/// zero-fills first and scatters after misses the cache once per entry).
+template <class Arch = xsimd::default_arch>
+void expand_streaming(const std::uint64_t* idx, const float* val, std::size_t count,
+                      std::span<float> out) noexcept {
+  using batch = xsimd::batch<float, Arch>;
+  constexpr std::size_t w = batch::size;
+  const std::size_t n = out.size();
+  const std::size_t head = detail::to_aligned<Arch>(out.data(), n);
+  std::size_t j = 0;
+  auto put_scalar = [&](std::size_t begin, std::size_t end) {
+    for (std::size_t i = begin; i < end; ++i) out[i] = 0.0F;
+    for (; j < count && idx[j] < end; ++j) out[idx[j]] = val[j];
+  };
+  put_scalar(0, head);
+  std::size_t i = head;
+  const batch zero(0.0F);
+  alignas(64) float lanes[w];
+  for (; i + w <= n; i += w) {
+    if (j < count && idx[j] < i + w) {
+      zero.store_aligned(lanes);
+      for (; j < count && idx[j] < i + w; ++j) lanes[idx[j] - i] = val[j];
+      detail::store_stream<Arch>(out.data() + i, batch::load_aligned(lanes));
+    } else {
+      detail::store_stream<Arch>(out.data() + i, zero);
+    }
+  }
+  detail::stream_fence();
+  put_scalar(i, n);
+}
+
+/// scalar::scatter_add_saving with software prefetches a few entries ahead:
+/// the entries are sparse, so every one is a cache miss, and the misses of
+/// consecutive entries overlap instead of queueing behind each other.
+inline void scatter_add_saving_prefetched(const std::uint64_t* idx, const float* val,
+                                          std::size_t count, float* x, float* old) noexcept {
+  constexpr std::size_t ahead = 16;
+  std::size_t j = 0;
+  for (; j + ahead < count; ++j) {
+    __builtin_prefetch(x + idx[j + ahead], 1);
+    old[j] = x[idx[j]];
+    x[idx[j]] += val[j];
+  }
+  scalar::scatter_add_saving(idx + j, val + j, count - j, x, old + j);
 }
 
 }  // namespace greenreduce::kernels
