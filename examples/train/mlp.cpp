@@ -41,6 +41,17 @@ float mlp::loss_and_gradient(std::span<const float> params, const float* x, cons
   return loss / static_cast<float>(b);
 }
 
+float mlp::loss(std::span<const float> params, const float* x, const std::uint8_t* y,
+                std::size_t batch) {
+  check(params.size(), "parameters");
+  const int b = static_cast<int>(batch);
+  forward(params, x, b);
+  const matrix& p = act_[sizes_.size() - 1];
+  float loss = 0;
+  for (int j = 0; j < b; ++j) loss -= std::log(std::max(p(y[j], j), 1e-30F));
+  return loss / static_cast<float>(b);
+}
+
 void mlp::predict(std::span<const float> params, const float* x, std::size_t batch,
                   std::uint8_t* out) {
   check(params.size(), "parameters");

@@ -69,6 +69,11 @@ class mlp {
   float loss_and_gradient(std::span<const float> params, const float* x, const std::uint8_t* y,
                           std::size_t batch, std::span<float> grad);
 
+  /// Mean cross-entropy of the batch, forward pass only (a third of
+  /// loss_and_gradient's work); the same value loss_and_gradient returns.
+  float loss(std::span<const float> params, const float* x, const std::uint8_t* y,
+             std::size_t batch);
+
   /// Predicted classes of `batch` samples (argmax of the logits).
   void predict(std::span<const float> params, const float* x, std::size_t batch, std::uint8_t* out);
 

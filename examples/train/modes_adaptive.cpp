@@ -17,7 +17,7 @@
 // the next exchange shares it with every rank. A probe loss more than X (relative) above the lowest
 // one seen moves the codec one rung looser and caps the ladder there. The probe is training data
 // (the demo keeps no separate validation split, and the test set stays for the final accuracy); its
-// cost is in the mode's wall time.
+// cost (a forward pass over the probe) is in the mode's wall time.
 //
 // Rank 0 prints each decision as it is made; with --json FILE it writes the
 // log to FILE.adaptive.jsonl, and with --plot PATH the codec level of every
@@ -108,7 +108,6 @@ rank_outcome run_adaptive(rank_context& c, demo_world& world) {
   const auto m = static_cast<float>(c.opt.momentum);
   const double total_steps = static_cast<double>(c.steps_per_epoch) * c.opt.epochs;
   mlp probe_net;
-  std::vector<float> probe_grad(P);
   const std::size_t probe_n = std::min(probe_images, c.train.size());
   std::vector<std::pair<std::uint64_t, double>> probe_losses;
 
@@ -137,8 +136,8 @@ rank_outcome run_adaptive(rank_context& c, demo_world& world) {
           params[i] -= lr * velocity[i];
         }
         if (lead && c.opt.adaptive_guard > 0 && probe_n > 0 && (step + 1) % probe_every == 0) {
-          const double loss = probe_net.loss_and_gradient(
-              params, c.train.pixels.data(), c.train.labels.data(), probe_n, probe_grad);
+          const double loss =
+              probe_net.loss(params, c.train.pixels.data(), c.train.labels.data(), probe_n);
           probe_losses.emplace_back(step, loss);
           if (probe_losses.size() >= probe_window) {
             double mean = 0;

@@ -47,6 +47,26 @@ TEST_CASE("backpropagation agrees with finite differences", "[train][mlp]") {
   CHECK(smooth >= p.size() * 8 / 10);
 }
 
+TEST_CASE("the forward-only loss equals loss_and_gradient's, bit for bit", "[train][mlp]") {
+  const auto s = test::seed(21);
+  INFO("seed " << s);
+  examples::mlp m;
+  std::vector<float> p(m.parameter_count()), g(p.size());
+  m.init(p, s);
+  for (std::size_t batch : {1, 7, 64}) {
+    auto x = test::normal_floats(784 * batch, s + batch);
+    std::vector<std::uint8_t> y(batch);
+    for (std::size_t j = 0; j < batch; ++j) y[j] = static_cast<std::uint8_t>((s + 3 * j) % 10);
+    const float full = m.loss_and_gradient(p, x.data(), y.data(), batch, g);
+    const float fwd = m.loss(p, x.data(), y.data(), batch);
+    INFO("batch " << batch);
+    CHECK(fwd == full);
+    CHECK(fwd > 0);
+  }
+  std::vector<float> short_p(10);
+  CHECK_THROWS_AS(m.loss(short_p, nullptr, nullptr, 0), config_error);
+}
+
 TEST_CASE("SGD on the MLP learns a separable problem", "[train][mlp]") {
   const auto s = test::seed(21);
   INFO("seed " << s);
