@@ -395,6 +395,27 @@ static_assert(transport::transport<dying_inproc>);
 
 }  // namespace
 
+namespace {
+// Rank 2 of 3 died during a run: each survivor either failed with peer_error
+// and kept its input bit for bit (`before`), or finished, which
+// `check_finished(rank)` judges.
+template <class Errors, class Finished>
+void check_survivors(const Errors& errors, const std::vector<std::vector<float>>& data,
+                     const std::vector<std::vector<float>>& before, Finished check_finished) {
+  REQUIRE(errors[0]);
+  for (std::size_t r = 0; r < 2; ++r) {
+    INFO("rank " << r);
+    if (errors[r]) {
+      REQUIRE_THROWS_MATCHES(std::rethrow_exception(errors[r]), peer_error,
+                             test::what_has("input left unchanged"));
+      CHECK(test::bit_equal(data[r], before[r]));
+    } else {
+      check_finished(r);
+    }
+  }
+}
+}  // namespace
+
 TEST_CASE("ring allreduce, raw fp32: a rank dying in either phase leaves survivors' input intact",
           "[ring][failure]") {
   // p = 3, 50000 floats in 4 KiB segments: 2 agreement sends, then 34 sends
@@ -417,23 +438,15 @@ TEST_CASE("ring allreduce, raw fp32: a rank dying in either phase leaves survivo
       collective::ring_allreduce<codec::none, dying_inproc> ring(d, n, codec::none{}, opts);
       ring.run(data[static_cast<std::size_t>(t.rank())]);
     });
-    REQUIRE(errors[0]);
-    for (int r = 0; r < 2; ++r) {
-      INFO("rank " << r);
-      const auto ur = static_cast<std::size_t>(r);
-      if (errors[ur]) {
-        REQUIRE_THROWS_MATCHES(std::rethrow_exception(errors[ur]), peer_error,
-                               test::what_has("input left unchanged"));
-        CHECK(test::bit_equal(data[ur], before[ur]));
-      } else {  // finished before the death mattered to it: the full sum
-        std::size_t off = 0;
-        for (std::size_t i = 0; i < n; ++i) {
-          const double want = double(before[0][i]) + double(before[1][i]) + double(before[2][i]);
-          off += std::abs(double(data[ur][i]) - want) > 1e-5 * (1 + std::abs(want));
-        }
-        CHECK(off == 0);
+    check_survivors(errors, data, before, [&](std::size_t r) {
+      // Finished before the death mattered to it: the full sum.
+      std::size_t off = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        const double want = double(before[0][i]) + double(before[1][i]) + double(before[2][i]);
+        off += std::abs(double(data[r][i]) - want) > 1e-5 * (1 + std::abs(want));
       }
-    }
+      CHECK(off == 0);
+    });
   }
 }
 
@@ -600,18 +613,8 @@ void check_coded_death(const Codec& c, std::size_t n, std::size_t segment_bytes,
       collective::ring_allreduce<Codec, dying_inproc> ring(d, n, c, opts);
       ring.run(data[static_cast<std::size_t>(t.rank())], op);
     });
-    REQUIRE(errors[0]);
-    for (int r = 0; r < 2; ++r) {
-      INFO("rank " << r);
-      const auto ur = static_cast<std::size_t>(r);
-      if (errors[ur]) {
-        REQUIRE_THROWS_MATCHES(std::rethrow_exception(errors[ur]), peer_error,
-                               test::what_has("input left unchanged"));
-        CHECK(test::bit_equal(data[ur], before[ur]));
-      } else {
-        CHECK(test::bit_equal(data[ur], clean[ur]));
-      }
-    }
+    check_survivors(errors, data, before,
+                    [&](std::size_t r) { CHECK(test::bit_equal(data[r], clean[r])); });
   }
 }
 

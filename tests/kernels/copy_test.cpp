@@ -12,6 +12,14 @@
 
 using namespace greenreduce;
 
+namespace {
+// Every float of `buf` outside [off, off + n) still holds the -1 it was filled with.
+void check_untouched_outside(const std::vector<float>& buf, std::size_t off, std::size_t n) {
+  for (std::size_t k = 0; k < buf.size(); ++k)
+    if (k < off || k >= off + n) CHECK(buf[k] == -1.0F);
+}
+}  // namespace
+
 // The saving kernels store with streaming stores from the first aligned
 // element on, so every start offset of the target (0..7 floats) is checked.
 TEST_CASE("add_from_le_saving saves the accumulator and adds like add_from_le, bit for bit",
@@ -39,8 +47,7 @@ TEST_CASE("add_from_le_saving saves the accumulator and adds like add_from_le, b
         CHECK(test::same_bytes(scalar_acc.data(), ref.data(), 4 * n));
         CHECK(test::same_bytes(saved.data() + off, acc0.data(), 4 * n));
         CHECK(test::same_bytes(scalar_saved.data() + off, acc0.data(), 4 * n));
-        for (std::size_t k = 0; k < off; ++k) CHECK(saved[k] == -1.0F);  // nothing outside
-        for (std::size_t k = off + n; k < saved.size(); ++k) CHECK(saved[k] == -1.0F);
+        check_untouched_outside(saved, off, n);
       });
     }
   }
@@ -58,8 +65,7 @@ TEST_CASE("copy_streaming copies bit for bit and writes nothing outside the targ
         std::vector<float> out(n + 9, -1.0F);
         kernels::copy_streaming<Arch>(x.data() + 1, out.data() + off, n);  // unaligned source
         CHECK(test::same_bytes(out.data() + off, x.data() + 1, 4 * n));
-        for (std::size_t k = 0; k < off; ++k) CHECK(out[k] == -1.0F);
-        for (std::size_t k = off + n; k < out.size(); ++k) CHECK(out[k] == -1.0F);
+        check_untouched_outside(out, off, n);
       });
     }
   }
@@ -87,8 +93,7 @@ TEST_CASE("save_and_zero saves bit for bit, zeroes the source and writes nothing
           for (std::size_t k = 0; k < n; ++k) CHECK(std::bit_cast<std::uint32_t>(src[k]) == 0U);
           CHECK(x.front() == x0.front());  // neighbours of the source untouched
           CHECK(x.back() == x0.back());
-          for (std::size_t k = 0; k < off; ++k) CHECK(saved[k] == -1.0F);
-          for (std::size_t k = off + n; k < saved.size(); ++k) CHECK(saved[k] == -1.0F);
+          check_untouched_outside(saved, off, n);
         }
       });
     }
@@ -130,8 +135,7 @@ TEST_CASE("expand_streaming writes zeros and the entries like the scalar expand,
           kernels::expand_streaming<Arch>(idx.data(), val.data(), idx.size(),
                                           std::span<float>(out).subspan(off, n));
           CHECK(test::same_bytes(out.data() + off, ref.data() + 1, 4 * n));
-          for (std::size_t k = 0; k < off; ++k) CHECK(out[k] == -1.0F);
-          for (std::size_t k = off + n; k < out.size(); ++k) CHECK(out[k] == -1.0F);
+          check_untouched_outside(out, off, n);
         });
       }
     }

@@ -398,6 +398,10 @@ class controller {
   double slowdown_limit() const {
     return o_.max_slowdown > 0 && baseline_ > 0 ? o_.max_slowdown * baseline_ : 0;
   }
+  std::string slowdown_text(const signals& s) const {
+    return detail::str("step time ", s.step_seconds, " s above ", o_.max_slowdown,
+                       " x the warm-up ", baseline_, " s");
+  }
   bool meets(double joules, double seconds, double slack) const {
     const double lim = slowdown_limit();
     return (o_.energy_budget_j <= 0 || joules <= o_.energy_budget_j * slack) &&
@@ -455,7 +459,6 @@ class controller {
     const bool over_budget = o_.energy_budget_j > 0 && s.joules > o_.energy_budget_j;
     const double lim = slowdown_limit();
     const bool over_time = lim > 0 && s.step_seconds > lim;
-    int want = 0;
     std::size_t target = level_;
     reason why = reason::room_to_loosen;
     std::string text;
@@ -469,11 +472,10 @@ class controller {
       unmet_windows_ = 0;
     if (over_budget || over_time) {
       why = over_budget ? reason::over_budget : reason::over_slowdown;
-      const std::string what =
-          over_budget ? detail::str("energy ", s.joules, " J/step above the budget ",
-                                    o_.energy_budget_j, " J")
-                      : detail::str("step time ", s.step_seconds, " s above ", o_.max_slowdown,
-                                    " x the warm-up ", baseline_, " s");
+      const std::string what = over_budget
+                                   ? detail::str("energy ", s.joules, " J/step above the budget ",
+                                                 o_.energy_budget_j, " J")
+                                   : slowdown_text(s);
       // The loosest other level predicted to meet the objectives (a looser one
       // with loosen_margin to spare: it costs the accuracy nothing to try).
       bool found = false;
@@ -516,7 +518,6 @@ class controller {
           return;
         }
       }
-      want = target > level_ ? +1 : -1;
     } else {
       // Leaving the unattainable state takes hysteresis_windows good windows,
       // so a signal hovering at the budget does not flood the log.
@@ -532,7 +533,6 @@ class controller {
         const auto p = predict(l);
         if (meets(p.joules, p.seconds, slack)) {
           target = l;
-          want = -1;
           text = detail::str("level ", l, " (", o_.ladder[l].spec, ") predicted ", p.joules,
                              " J/step, ", p.seconds, " s/step: within the objectives with ",
                              o_.loosen_margin * 100, "% margin");
@@ -540,13 +540,7 @@ class controller {
         }
       }
     }
-    codec_h_.see(want);
-    if (want == 0 || codec_h_.count < o_.hysteresis_windows || !codec_d_.ready()) return;
-    const auto p = predict(target);
-    s.predicted_joules = p.joules;
-    s.predicted_seconds = p.seconds;
-    move_codec(step, target, why, text, s);
-    last_move_by_guard_ = false;
+    propose(step, target, why, std::move(text), s);
   }
 
   // minimize_energy: the allowed level (at most the guard's ceiling; no
@@ -580,32 +574,34 @@ class controller {
     std::string text;
     if (best != level_) {
       const auto p = predict(best);
-      text = current_ok ? detail::str("level ", best, " (", o_.ladder[best].spec, ") predicted ",
-                                      p.joules, " J/step, ", p.seconds, " s/step against ",
-                                      s.joules, " J/step observed at level ", level_, " (",
-                                      o_.ladder[level_].spec, ")")
-                        : detail::str("step time ", s.step_seconds, " s above ", o_.max_slowdown,
-                                      " x the warm-up ", baseline_, " s; level ", best, " (",
-                                      o_.ladder[best].spec, ") is the cheapest within it at ",
-                                      p.joules, " J/step");
+      text =
+          current_ok
+              ? detail::str("level ", best, " (", o_.ladder[best].spec, ") predicted ", p.joules,
+                            " J/step, ", p.seconds, " s/step against ", s.joules,
+                            " J/step observed at level ", level_, " (", o_.ladder[level_].spec, ")")
+              : detail::str(slowdown_text(s), "; level ", best, " (", o_.ladder[best].spec,
+                            ") is the cheapest within it at ", p.joules, " J/step");
       if (!current_ok) why = reason::over_slowdown;
     } else if (!current_ok && fastest != level_) {
       target = fastest;
       why = reason::over_slowdown;
-      text = detail::str("step time ", s.step_seconds, " s above ", o_.max_slowdown,
-                         " x the warm-up ", baseline_,
-                         " s and no level is predicted within it; "
-                         "level ",
-                         fastest, " (", o_.ladder[fastest].spec, ") is predicted fastest at ",
-                         fastest_s, " s/step");
+      text = detail::str(slowdown_text(s), " and no level is predicted within it; level ", fastest,
+                         " (", o_.ladder[fastest].spec, ") is predicted fastest at ", fastest_s,
+                         " s/step");
     }
+    propose(step, target, why, std::move(text), s);
+  }
+
+  // A codec move toward `target` (the current level: none), made once its
+  // direction held for hysteresis_windows windows and the dwell has passed.
+  void propose(std::uint64_t step, std::size_t target, reason why, std::string text, signals& s) {
     const int want = target > level_ ? +1 : target < level_ ? -1 : 0;
     codec_h_.see(want);
     if (want == 0 || codec_h_.count < o_.hysteresis_windows || !codec_d_.ready()) return;
     const auto p = predict(target);
     s.predicted_joules = p.joules;
     s.predicted_seconds = p.seconds;
-    move_codec(step, target, why, text, s);
+    move_codec(step, target, why, std::move(text), s);
     last_move_by_guard_ = false;
   }
 

@@ -22,8 +22,9 @@
 // owner, too, overwrites its chunk with the decoded frame, so every rank holds
 // bit-identical results. With `error_feedback` the owner keeps the residual of
 // that one encode per owned chunk (DeepSpeed 1-bit Adam, CGX): e = x + r,
-// y = C(e), r = e - decode(y), in the encoder's own pass for codecs with a
-// fused residual (codec::fused_residual); it resets when the length changes.
+// y = C(e), r = e - decode(y), in the encoder's own pass for entry codecs with
+// a fused residual (codec::fused_residual: top-k); it resets when the length
+// changes.
 // Sparse codecs (codec::sparse_codec) may instead allgather every rank's
 // whole-vector frame and sum the p frames in rank order ("allgather_sparse"),
 // chosen when the bounds of all ranks' frames, p(p-1) max_encoded_bytes(n),
@@ -275,7 +276,8 @@ class ring_allreduce {
       if (opts_.keep_input) backup_.resize(max_count);
       if (opts_.error_feedback) {
         residual_.resize(max_chunk);
-        if constexpr (!codec::fused_residual<Codec>) scratch_.resize(std::min(seg_, max_chunk));
+        if constexpr (!ring_detail::deferred_codec<Codec>)
+          scratch_.resize(std::min(seg_, max_chunk));
       }
       if constexpr (codec::sparse_codec<Codec>) {
         if (opts_.algo != algorithm::ring) {
@@ -777,20 +779,14 @@ class ring_allreduce {
           auto x = sub(pc);
           std::size_t len = 0;
           if (opts_.error_feedback) {
+            // (Entry codecs with a fused residual, top-k, take run_allgather_deferred.)
             auto res = std::span<float>(residual_).subspan(pc.offset - owned.offset, pc.count);
-            if constexpr (codec::fused_residual<Codec>) {
-              // r = e with the sent entries zeroed, in the encoder's own pass:
-              // what e - decode(y) gives, bit for bit, for top-k.
-              len = codec_.encode_with_residual(x, res, out, rng_);
-              decode_over(out.first(len), data, pc, !owned_saved, w);
-            } else {
-              auto e = std::span<float>(scratch_).first(pc.count);
-              for (std::size_t k = 0; k < pc.count; ++k) e[k] = x[k] + res[k];
-              len = codec_.encode(e, out, rng_);
-              decode_over(out.first(len), data, pc, !owned_saved, w);
-              for (std::size_t k = 0; k < pc.count; ++k) res[k] = e[k] - x[k];
-              w += codec::work{20 * pc.count, 2 * pc.count};
-            }
+            auto e = std::span<float>(scratch_).first(pc.count);
+            for (std::size_t k = 0; k < pc.count; ++k) e[k] = x[k] + res[k];
+            len = codec_.encode(e, out, rng_);
+            decode_over(out.first(len), data, pc, !owned_saved, w);
+            for (std::size_t k = 0; k < pc.count; ++k) res[k] = e[k] - x[k];
+            w += codec::work{20 * pc.count, 2 * pc.count};
             w += codec_.decode_work(pc.count);
           } else {
             len = codec_.encode(x, out, rng_);

@@ -123,22 +123,34 @@ GREENREDUCE_HD philox_block round_key(std::uint64_t k_lo, std::uint64_t k_hi, in
                        static_cast<std::uint32_t>(hi), static_cast<std::uint32_t>(hi >> 32)}};
 }
 
+/// ARS-R of one counter block with the round keys k[0..R] already expanded.
+template <int R = rounds>
+GREENREDUCE_HD philox_block encrypt(philox_block ctr, const philox_block* k) {
+  static_assert(R >= 1 && R <= 10, "ARS is defined for 1 to 10 rounds");
+  for (int i = 0; i < 4; ++i) ctr[i] ^= k[0][i];
+  for (int r = 1; r < R; ++r) ctr = aes_round<false>(ctr, k[r]);
+  return aes_round<true>(ctr, k[R]);
+}
+
 /// ARS-R of one counter block under the key (k_lo, k_hi).
 template <int R = rounds>
 GREENREDUCE_HD philox_block encrypt(philox_block ctr, std::uint64_t k_lo, std::uint64_t k_hi) {
   static_assert(R >= 1 && R <= 10, "ARS is defined for 1 to 10 rounds");
-  const philox_block k0 = round_key(k_lo, k_hi, 0);
-  for (int i = 0; i < 4; ++i) ctr[i] ^= k0[i];
-  for (int r = 1; r < R; ++r) ctr = aes_round<false>(ctr, round_key(k_lo, k_hi, r));
-  return aes_round<true>(ctr, round_key(k_lo, k_hi, R));
+  philox_block k[R + 1];
+  for (int r = 0; r <= R; ++r) k[r] = round_key(k_lo, k_hi, r);
+  return encrypt<R>(ctr, k);
 }
 
-/// The counter block of an rng's block j (see the header comment).
-GREENREDUCE_HD philox_block counter_of(const rng& g, std::uint64_t j) {
-  const std::uint64_t c = g.offset + j;
+/// The counter block of absolute counter c in `stream` (see the header comment).
+GREENREDUCE_HD philox_block counter_block(std::uint64_t c, std::uint64_t stream) {
   return philox_block{{static_cast<std::uint32_t>(c), static_cast<std::uint32_t>(c >> 32),
-                       static_cast<std::uint32_t>(g.stream),
-                       static_cast<std::uint32_t>(g.stream >> 32)}};
+                       static_cast<std::uint32_t>(stream),
+                       static_cast<std::uint32_t>(stream >> 32)}};
+}
+
+/// The counter block of an rng's block j.
+GREENREDUCE_HD philox_block counter_of(const rng& g, std::uint64_t j) {
+  return counter_block(g.offset + j, g.stream);
 }
 }  // namespace ars
 

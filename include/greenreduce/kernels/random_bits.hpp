@@ -171,21 +171,14 @@ class ars_stream {
 #endif
     alignas(64) std::uint32_t out[w];
     for (std::size_t b = 0; b < blocks; ++b) {
-      const std::uint64_t c = counter_ + b;
-      const philox_block ctr{{static_cast<std::uint32_t>(c), static_cast<std::uint32_t>(c >> 32),
-                              static_cast<std::uint32_t>(stream_),
-                              static_cast<std::uint32_t>(stream_ >> 32)}};
+      const philox_block ctr = ars::counter_block(counter_ + b, stream_);
 #if defined(__AES__)
       if constexpr (aesni) {
         _mm_store_si128(reinterpret_cast<__m128i*>(out + 4 * b), ars5_aesni(load128(ctr), k128_));
         continue;
       }
 #endif
-      philox_block v = ctr;
-      const philox_block& k0 = keys_[0];
-      for (int i = 0; i < 4; ++i) v[i] ^= k0[i];
-      for (int r = 1; r < ars::rounds; ++r) v = ars::aes_round<false>(v, keys_[r]);
-      v = ars::aes_round<true>(v, keys_[ars::rounds]);
+      const philox_block v = ars::encrypt<ars::rounds>(ctr, keys_);
       for (int i = 0; i < 4; ++i) out[4 * b + static_cast<std::size_t>(i)] = v[i];
     }
     counter_ += blocks;

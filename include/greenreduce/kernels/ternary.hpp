@@ -99,6 +99,19 @@ inline float threshold_factor(float s) noexcept {
   return s > 0.0F ? 65536.0F / s : 0.0F;
 }
 
+/// Where element i's 16 random bits are (see the header comment): ARS-5
+/// block (relative to the rng offset), word of the block, bit shift.
+struct bits_at {
+  std::uint64_t block;
+  int word;
+  unsigned shift;
+};
+constexpr bits_at bits_of(std::uint64_t i) noexcept {
+  const std::uint64_t t = i / tile, e = i % tile, q = e / lanes, l = e % lanes;
+  return {blocks_per_tile * t + 4 * (q >> 1) + (l >> 2), static_cast<int>(l & 3),
+          static_cast<unsigned>(16 * (q & 1))};
+}
+
 /// 2-bit code of one element from its value, its 16 random bits, the scale s
 /// and f = threshold_factor(s).
 inline std::uint32_t code_of(float x, std::uint32_t r16, float s, float f) noexcept {
@@ -112,9 +125,8 @@ namespace scalar {
 
 /// Random bits of element i (call-relative) under `g` (see the header comment).
 inline std::uint32_t random16(const rng& g, std::uint64_t i) noexcept {
-  const std::uint64_t t = i / tile, e = i % tile, q = e / lanes, l = e % lanes;
-  const philox_block b = ars5_block(g, blocks_per_tile * t + 4 * (q >> 1) + (l >> 2));
-  return (b[static_cast<int>(l & 3)] >> (16 * (q & 1))) & 0xFFFFU;
+  const bits_at a = bits_of(i);
+  return (ars5_block(g, a.block)[a.word] >> a.shift) & 0xFFFFU;
 }
 
 inline stats bucket_stats(const float* x, std::size_t m, bool with_moments) noexcept {
@@ -239,14 +251,14 @@ void quantize_tiles(const float* x, std::size_t begin, std::size_t end, float s,
   std::array<ub, lanes> row_bit;
   for (std::size_t row = 0; row < lanes; ++row) row_bit[row] = ub(1U << (2 * row));
   // Blocks are read in (tile, row pair, lane) order: one stream for the range.
-  ars_stream<Arch> bits_of(g, blocks_per_tile * (begin / tile));
+  ars_stream<Arch> rand_words(g, blocks_per_tile * (begin / tile));
   for (std::size_t t0 = begin; t0 < end; t0 += tile) {
     std::uint8_t* out = codes + t0 / 4;
     std::array<ub, subs> packed;
     for (std::size_t j = 0; j < subs; ++j) packed[j] = ub(0U);
     for (std::size_t p = 0; p < lanes / 2; ++p)
       for (std::size_t j = 0; j < subs; ++j) {
-        const ub word = bits_of.next();
+        const ub word = rand_words.next();
         for (std::size_t h = 0; h < 2; ++h) {
           const std::size_t row = 2 * p + h;
           const fb v = fb::load_unaligned(x + t0 + lanes * row + j * w);
@@ -284,13 +296,13 @@ void quantize_tail(const float* x, std::size_t begin, std::size_t end, std::size
   const std::size_t t0 = begin / tile * tile;
   const std::size_t need = 4 * ((end - 1 - t0) / (2 * lanes) + 1);  // 4 blocks per row pair
   alignas(64) std::uint32_t words[4 * blocks_per_tile];
-  ars_stream<Arch> bits_of(g, blocks_per_tile * (t0 / tile));
-  for (std::size_t b = 0; b < need; b += per) bits_of.next().store_aligned(words + 4 * b);
+  ars_stream<Arch> rand_words(g, blocks_per_tile * (t0 / tile));
+  for (std::size_t b = 0; b < need; b += per) rand_words.next().store_aligned(words + 4 * b);
   const float f = threshold_factor(s);
   for (std::size_t i = begin; i < end; ++i) {
-    const std::size_t e = i - t0, q = e / lanes, l = e % lanes;
+    const bits_at a = bits_of(i - t0);  // blocks relative to the tile's first
     const std::uint32_t r =
-        (words[4 * (4 * (q >> 1) + (l >> 2)) + (l & 3)] >> (16 * (q & 1))) & 0xFFFFU;
+        (words[4 * a.block + static_cast<std::size_t>(a.word)] >> a.shift) & 0xFFFFU;
     unsigned sh = 0;
     const std::size_t at = scalar::code_position(i, n, sh);
     codes[at] = static_cast<std::uint8_t>(codes[at] | (code_of(x[i], r, s, f) << sh));
