@@ -245,7 +245,7 @@ std::vector<double> shares_after(int W, int steps, Slow slow) {
   ps::ps_options opt;
   opt.mode = ps::consistency::async();
   std::vector<std::vector<double>> seen(static_cast<std::size_t>(W));
-  std::latch all_pushed(W), all_pushed_twice(W);
+  std::latch all_started(W), all_pushed(W), all_pushed_twice(W);
   test::run_ranks(
       world, S, S + W,
       [&](endpoint& t) {
@@ -259,6 +259,7 @@ std::vector<double> shares_after(int W, int steps, Slow slow) {
         const std::vector<float> g(16, 0.0F);
         const auto initial = wk.shares();
         for (double s : initial) CHECK(s == Approx(1.0 / W));
+        all_started.arrive_and_wait();  // no push changes the shares before all have read them
         for (int step = 0; step < steps; ++step) {
           slow(w, wk);
           wk.push("p", g);

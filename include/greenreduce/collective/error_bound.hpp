@@ -12,7 +12,9 @@
 // (Higham 2002, eq. 4.4); d = codec::encode_error_bound(codec, M) is the worst
 // error of one encode of values of magnitude at most M = 1.1 max_i sum_q
 // |x_q,i| (every partial sum a hop re-encodes is below the full magnitude sum;
-// the 10% covers the errors earlier hops added). Each element is encoded at
+// the 10% covers the errors earlier hops added; qsgd, whose decoded values
+// can exceed the input's, takes hop j's magnitude as 1.01 (S + the bounds of
+// the hops before it) instead). Each element is encoded at
 // most p times on its way (p - 1 reduce-scatter hops and the allgather encode;
 // one encode per rank on the sparse allgather path). For reduce_op::average
 // the bound is divided by p and one rounding of the mean, u |exact_i|, added.
@@ -21,6 +23,7 @@
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #include "greenreduce/codec/error_bound.hpp"
 #include "greenreduce/core/error.hpp"
@@ -39,12 +42,26 @@ class ring_error_bound {
                                      " (must be finite and >= 0)"));
     d_ = codec::encode_error_bound(c, 1.1 * max_magnitude_sum);
     gamma_ = 2.0 * p * u / (1 - 2.0 * p * u);
+    bool grows = std::is_same_v<Codec, codec::qsgd>;
+    if constexpr (std::is_same_v<Codec, codec::any_codec>)
+      grows = std::holds_alternative<codec::qsgd>(c);
+    if (grows) {
+      // qsgd's decoded values may exceed the input's magnitude (|y| <= |x| +
+      // d), so a later hop may encode a partial sum above the magnitude sum:
+      // hop j sees at most 1.01 (S + the errors of hops before it).
+      double total = 0;
+      for (int j = 0; j < p; ++j)
+        total += codec::encode_error_bound(c, 1.01 * (max_magnitude_sum + total));
+      errors_ = total;
+    } else {
+      errors_ = p * d_;
+    }
   }
 
   /// The bound for one element: `magnitude_sum` = sum_q |x_q,i|, `exact` =
   /// the exact result (the sum, or the mean for average).
   double operator()(double magnitude_sum, double exact) const {
-    const double sum_bound = gamma_ * (magnitude_sum + p_ * d_) + p_ * d_;
+    const double sum_bound = gamma_ * (magnitude_sum + errors_) + errors_;
     return average_ ? sum_bound / p_ + u * std::abs(exact) : sum_bound;
   }
 
@@ -56,6 +73,7 @@ class ring_error_bound {
   int p_;
   bool average_;
   double d_ = 0, gamma_ = 0;
+  double errors_ = 0;  // sum of the per-encode bounds over an element's p encodes
 };
 
 }  // namespace greenreduce::collective
