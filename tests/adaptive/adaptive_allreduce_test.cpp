@@ -119,9 +119,11 @@ TEST_CASE("adaptive_allreduce: the error-feedback residual is flushed into the s
   const std::size_t n = 700 + test::seed(7 + static_cast<std::uint64_t>(p)) % 500;
   const std::uint64_t seed = test::seed(200 + static_cast<std::uint64_t>(p));
   INFO("p=" << p << " n=" << n << " seed=" << seed);
-  // Warm-up step 0 on none; step 2 moves to int8 (budget, cheaper in wire
-  // bytes); step 3 back to none (compression error above 1e-9), which must
-  // carry int8's residual.
+  // The observation of step s decides the level of step s + 2 (it rides on
+  // step s + 1's agreement). Warm-up: step 0; step 1's observation (budget,
+  // int8 cheaper in wire bytes) moves step 3 to int8; step 2's (made on none)
+  // is not fed; step 3's compression error above 1e-9 moves step 5 back to
+  // none, which must carry int8's residual of step 4.
   adaptive_allreduce_options o;
   o.policy.with_ladder(adaptive::ladder::parse("none,int8"))
       .with_warmup_steps(1)
@@ -133,41 +135,41 @@ TEST_CASE("adaptive_allreduce: the error-feedback residual is flushed into the s
   o.with_probe(256, 1);
   time_free(o);
   o.ring.error_feedback = true;
-  std::vector<float> residual(n, 0.0F);  // step 2's residual, assembled from the owners
-  std::vector<std::vector<float>> out3(static_cast<std::size_t>(p));
+  std::vector<float> residual(n, 0.0F);  // step 4's residual, assembled from the owners
+  std::vector<std::vector<float>> out5(static_cast<std::size_t>(p));
   std::vector<std::vector<std::size_t>> levels(static_cast<std::size_t>(p));
   std::mutex mu;
   auto errors = test::on_ranks(p, [&](inproc& t) {
     const auto r = static_cast<std::size_t>(t.rank());
     adaptive_allreduce<inproc> ar(t, n, o);
     std::vector<float> x(n);
-    for (int s = 0; s < 4; ++s) {
+    for (int s = 0; s < 6; ++s) {
       bench::fill_input(x, seed + static_cast<std::uint64_t>(s), t.rank());
       ar.run(x, reduce_op::average);
       levels[r].push_back(ar.last_level());
-      if (s == 2) {
+      if (s == 4) {
         const auto res = ar.residual();
         const std::lock_guard<std::mutex> lock(mu);
         std::copy(res.begin(), res.end(),
                   residual.begin() + static_cast<std::ptrdiff_t>(ar.residual_offset()));
       }
     }
-    out3[r] = x;
+    out5[r] = x;
   });
   test::rethrow_any(errors);
   // The exact path, on every rank, however fast the machine runs.
   for (int r = 0; r < p; ++r)
-    CHECK(levels[static_cast<std::size_t>(r)] == std::vector<std::size_t>{0, 0, 1, 0});
+    CHECK(levels[static_cast<std::size_t>(r)] == std::vector<std::size_t>{0, 0, 0, 1, 1, 0});
   float rmax = 0;
   for (float v : residual) rmax = std::max(rmax, std::fabs(v));
   CHECK(rmax > 1e-4F);  // int8 left something to flush
   std::size_t bad = 0;
   for (std::size_t i = 0; i < n; ++i) {
     double mean = 0;
-    for (int q = 0; q < p; ++q) mean += bench::input_value(seed + 3, q, i);
+    for (int q = 0; q < p; ++q) mean += bench::input_value(seed + 5, q, i);
     mean /= p;
     const double want = mean + residual[i];
-    if (std::fabs(out3[0][i] - want) > 1e-5 * (1 + std::fabs(want))) ++bad;
+    if (std::fabs(out5[0][i] - want) > 1e-5 * (1 + std::fabs(want))) ++bad;
   }
   CHECK(bad == 0);
 }
@@ -223,9 +225,11 @@ TEST_CASE("adaptive_allreduce: a validation loss set on one rank drives every ra
           "[adaptive]") {
   const int p = GENERATE(2, 3);
   const std::size_t n = 600;
-  // Warm-up step 0 on none; step 2 moves to int8 (budget); rank 0 alone reports
-  // a validation loss after each step from step 1 on; the one after step 4 is
-  // 50% above the best, so from step 5 every rank runs none again, capped there.
+  // Warm-up step 0 on none; step 1's observation moves step 3 to int8 (budget;
+  // an observation decides the level two steps later); rank 0 alone reports a
+  // validation loss after each step from step 1 on; step 2's (made on none) is
+  // not fed, but its loss carries; the one after step 4 is 50% above the best,
+  // so from step 6 every rank runs none again, capped there.
   adaptive_allreduce_options o;
   o.policy.with_ladder(adaptive::ladder::parse("none,int8"))
       .with_warmup_steps(1)
@@ -259,7 +263,7 @@ TEST_CASE("adaptive_allreduce: a validation loss set on one rank drives every ra
     CHECK(logs[static_cast<std::size_t>(r)] == logs[0]);
     CHECK(ceiling[static_cast<std::size_t>(r)] == 0);
   }
-  CHECK(levels[0] == std::vector<std::size_t>{0, 0, 1, 1, 1, 0, 0, 0});
+  CHECK(levels[0] == std::vector<std::size_t>{0, 0, 0, 1, 1, 1, 0, 0});
   CHECK(logs[0].find("\"reason\":\"accuracy_loss\"") != std::string::npos);
   CHECK(logs[0].find("\"val_loss\":1.5") != std::string::npos);
 }

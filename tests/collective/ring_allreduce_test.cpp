@@ -632,3 +632,111 @@ TEST_CASE("ring allreduce, coded: a rank dying in either phase leaves survivors'
     check_coded_death(codec::int8{}, 50000, 4096, op, {2, 5, 20, 35, 36, 50, 69}, 45);
   }
 }
+
+TEST_CASE("ring allreduce: a caller's note rides on the agreement", "[ring][note]") {
+  const std::size_t note_bytes = 40;
+  for (int p = 1; p <= 4; ++p) {
+    const std::size_t n = 97 + test::seed(60 + static_cast<std::uint64_t>(p)) % 200;
+    INFO("p=" << p << " n=" << n);
+    ring_options plain;
+    ring_options noted;
+    noted.note_bytes = note_bytes;
+    // The note of rank r in call c: bytes from a seeded stream, so nothing about
+    // the layout is assumed.
+    auto note_of = [&](int r, int c) {
+      std::vector<std::byte> b(note_bytes);
+      const auto v = test::normal_floats(note_bytes, test::seed(70 + 10 * r + c));
+      for (std::size_t i = 0; i < note_bytes; ++i)
+        b[i] = static_cast<std::byte>(static_cast<int>(std::fabs(v[i]) * 1000) & 0xff);
+      return b;
+    };
+    std::vector<std::vector<float>> ref(static_cast<std::size_t>(p)), got(ref);
+    std::vector<std::uint64_t> sent_plain(ref.size()), sent_noted(ref.size());
+    std::vector<int> bad_notes(ref.size(), 0), calls(ref.size(), 0);
+    auto errors = test::on_ranks(p, [&](inproc& t) {
+      const auto r = static_cast<std::size_t>(t.rank());
+      collective::ring_allreduce<codec::int8, inproc> a(t, n, codec::int8(), plain);
+      collective::ring_allreduce<codec::int8, inproc> b(t, n, codec::int8(), noted);
+      ref[r] = input(t.rank(), n, 61);
+      sent_plain[r] = a.run(ref[r], reduce_op::average).bytes_sent;
+      got[r] = input(t.rank(), n, 61);
+      for (int c = 0; c < 2; ++c) {
+        const auto mine = note_of(t.rank(), c);
+        std::vector<float> x = input(t.rank(), n, 61);
+        const report rep = b.run(
+            x, reduce_op::average, mine, [&](std::span<const std::span<const std::byte>> notes) {
+              ++calls[r];
+              if (notes.size() != static_cast<std::size_t>(p)) ++bad_notes[r];
+              for (int q = 0; q < p && q < static_cast<int>(notes.size()); ++q) {
+                const auto want = note_of(q, c);
+                const auto seen = notes[static_cast<std::size_t>(q)];
+                if (!std::equal(seen.begin(), seen.end(), want.begin(), want.end())) ++bad_notes[r];
+              }
+            });
+        if (c == 0) {
+          sent_noted[r] = rep.bytes_sent;
+          got[r] = x;
+        }
+      }
+    });
+    test::rethrow_any(errors);
+    for (std::size_t r = 0; r < ref.size(); ++r) {
+      CHECK(calls[r] == 2);
+      CHECK(bad_notes[r] == 0);
+      // The note changes nothing but the header's size: same result, (p-1) notes more sent.
+      CHECK(test::bit_equal(got[r], ref[r]));
+      CHECK(sent_noted[r] == sent_plain[r] + static_cast<std::uint64_t>(p - 1) * note_bytes);
+    }
+  }
+}
+
+TEST_CASE("ring allreduce: a note handler's mismatch leaves data and object intact",
+          "[ring][note][mismatch]") {
+  const int p = 3;
+  const std::size_t n = 211;
+  ring_options o;
+  o.note_bytes = 8;
+  std::vector<std::vector<float>> first(p), second(p), before(p);
+  auto errors = test::on_ranks(p, [&](inproc& t) {
+    const auto r = static_cast<std::size_t>(t.rank());
+    collective::ring_allreduce<codec::none, inproc> ring(t, n, {}, o);
+    std::vector<std::byte> note(8, static_cast<std::byte>(t.rank() == 1 ? 7 : 0));
+    auto x = input(t.rank(), n, 80);
+    before[r] = x;
+    // Every rank sees rank 1's odd note and refuses, before data moves.
+    CHECK_THROWS_MATCHES(
+        ring.run(x, reduce_op::sum, note,
+                 [&](std::span<const std::span<const std::byte>> notes) {
+                   for (std::size_t q = 0; q < notes.size(); ++q)
+                     if (notes[q][0] != std::byte{0})
+                       throw mismatch_error(detail::str("rank ", q, " sent a note"));
+                 }),
+        mismatch_error, test::what_has("rank 1 sent a note"));
+    first[r] = x;
+    // The object is still usable: the same call without the odd note reduces.
+    std::fill(note.begin(), note.end(), std::byte{0});
+    ring.run(x, reduce_op::sum, note, nullptr);
+    second[r] = x;
+    // A note of the wrong size, or none of the size at all, is the caller's error.
+    std::vector<std::byte> short_note(7);
+    auto y = before[r];
+    CHECK_THROWS_MATCHES(ring.run(y, reduce_op::sum, short_note, nullptr), config_error,
+                         test::what_has("a note of 7 bytes, but note_bytes is 8"));
+    CHECK(test::bit_equal(y, before[r]));
+  });
+  test::rethrow_any(errors);
+  for (std::size_t r = 0; r < before.size(); ++r) {
+    CHECK(test::bit_equal(first[r], before[r]));
+    for (std::size_t i = 0; i < n; ++i) {
+      double want = 0;
+      for (int q = 0; q < p; ++q) want += before[static_cast<std::size_t>(q)][i];
+      REQUIRE(std::fabs(second[r][i] - want) <= 1e-5 * (1 + std::fabs(want)));
+    }
+  }
+  transport::inproc_world w(1);
+  auto t = w.rank(0);
+  ring_options big;
+  big.note_bytes = collective::max_note_bytes + 1;
+  CHECK_THROWS_MATCHES((collective::ring_allreduce<codec::none, inproc>(t, 4, {}, big)),
+                       config_error, test::what_has("note_bytes must be <= 4096"));
+}

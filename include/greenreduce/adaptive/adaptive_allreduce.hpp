@@ -14,20 +14,26 @@
 // each allocates its own buffers for max_count elements) and runs the ring of
 // the controller's current level.
 //
-// Rank agreement. At the start of run() for step t > 0 every rank allgathers a
-// 128-byte record: its observation of step t-1 (comm and step seconds, wire,
-// raw and sent bytes, kernel work, joules, compression error, validation loss)
-// and its policy state (step, level, staleness, number of decisions). Any
-// difference in the policy state is a mismatch_error on every rank before data
-// moves ("input left unchanged"). Every rank then merges the p records in rank
-// order into one job-wide observation — comm and step seconds: the maximum;
-// bytes and work: the mean per rank; joules: the sum over ranks (the budget is
-// job-wide); compression error and validation loss: the mean of the ranks that
-// measured one; step_spread: (max - min) / mean of the ranks' compute time
-// (step minus comm seconds), which is where a straggler shows in a synchronous
-// ring — and feeds it to its own controller. Identical bytes into the same
-// deterministic controller give identical decisions, so all ranks switch at the
-// same step; the agreement check and the ring's own codec agreement turn any
+// Rank agreement. Every run() for step t > 0 carries a 128-byte record on
+// the ring's own agreement header (ring_options::note_bytes; no collective of
+// its own): this rank's observation of step t-1 (comm and step seconds, wire,
+// raw and sent bytes, kernel work, joules, compression error, validation
+// loss) and its policy state (step, level, staleness, number of decisions).
+// Once the ring's header checks pass and before data moves, any difference in
+// the policy state is a mismatch_error on every rank ("input left unchanged").
+// Every rank merges the p records in rank order into one job-wide observation
+// — comm and step seconds: the maximum; bytes and work: the mean per rank;
+// joules: the sum over ranks (the budget is job-wide); compression error and
+// validation loss: the mean of the ranks that measured one; step_spread: (max
+// - min) / mean of the ranks' compute time (step minus comm seconds), which is
+// where a straggler shows in a synchronous ring — and, once step t's ring has
+// succeeded, feeds it to its own controller. So the observation of step t-1
+// decides the level of step t+1 (one step of lag: the level of step t must be
+// known before its header goes out), and the one observation made at the old
+// level after a switch is not fed (its costs are not the new level's; a
+// validation loss it carries goes with the next one). Identical bytes into the same
+// deterministic controller give identical decisions, so all ranks switch at
+// the same step; the policy check and the ring's own codec agreement turn any
 // divergence (e.g. ranks built differently) into an error instead of a hang.
 // The step time of step t-1 is the time between the starts of runs t-1 and t.
 // The observation of the last step is never fed (there is no next run).
@@ -60,7 +66,6 @@
 #include <vector>
 
 #include "greenreduce/adaptive/controller.hpp"
-#include "greenreduce/collective/allgather.hpp"
 #include "greenreduce/collective/ring_allreduce.hpp"
 #include "greenreduce/core/buffer.hpp"
 #include "greenreduce/core/bytes.hpp"
@@ -204,9 +209,9 @@ class adaptive_allreduce {
         ctl_(ring_policy(opts_.policy)),
         max_count_(max_count),
         rings_(opts_.policy.ladder.size()),
-        records_(t, allreduce_detail::record_bytes),
         probe_rng_(opts_.ring.seed ^ 0x70726f6265ULL, static_cast<std::uint64_t>(t.rank())) {
     if (opts_.probe_every == 0) opts_.probe_every = opts_.policy.window_steps;
+    opts_.ring.note_bytes = allreduce_detail::record_bytes;  // the records ride on the agreement
     const std::size_t m = std::min(max_count, opts_.probe_elements);
     if (m > 0) {
       std::size_t cap = 0;
@@ -239,18 +244,22 @@ class adaptive_allreduce {
   }
 
   /// The residual the last run's ring holds (see ring_allreduce::residual())
-  /// and its element offset; a later switch flushes it into the next input.
+  /// and its element offset; when that run ended in a switch, the residual
+  /// taken from its ring, which the next run flushes into its input.
   std::span<const float> residual() const noexcept {
+    if (!pending_.empty()) return pending_;
     return rings_[last_level_] ? rings_[last_level_]->residual() : std::span<const float>{};
   }
   std::size_t residual_offset() const noexcept {
+    if (!pending_.empty()) return pending_off_;
     return rings_[last_level_] ? rings_[last_level_]->residual_offset() : 0;
   }
 
   /// Reduces `data` over all ranks in place with the current level's codec.
   report run(std::span<float> data, collective::reduce_op op = collective::reduce_op::sum) {
     const auto start = clock::now();
-    if (step_ > 0) exchange(start);
+    std::array<std::byte, allreduce_detail::record_bytes> note{};
+    if (step_ > 0) allreduce_detail::write(note, record_of_last(start));
     const std::size_t lvl = ctl_.level();
     ring_base& ring = ring_for(lvl);
     probe(data, lvl);
@@ -264,9 +273,13 @@ class adaptive_allreduce {
       for (std::size_t k = 0; k < pending_.size(); ++k)
         data[pending_off_ + k] += scale * pending_[k];
     }
+    std::optional<observation> seen;
+    std::size_t seen_level = 0;
     report rep;
     try {
-      rep = ring.run(data, op);
+      rep = ring.run(data, op, note, [&](std::span<const std::span<const std::byte>> notes) {
+        if (step_ > 0) seen = merge_records(notes, seen_level);
+      });
     } catch (...) {
       if (flush) std::copy(saved_.begin(), saved_.end(), data.begin());
       throw;
@@ -278,6 +291,17 @@ class adaptive_allreduce {
     last_level_ = lvl;
     last_n_ = n;
     ++step_;
+    if (seen && seen_level != ctl_.level()) {
+      // Made at a level the controller has already left (the step after a
+      // switch): its costs are not the current level's; only a loss carries.
+      if (seen->has_val_loss()) carried_loss_ = seen->val_loss;
+    } else if (seen) {
+      if (!seen->has_val_loss() && carried_loss_) seen->val_loss = *carried_loss_;
+      carried_loss_.reset();
+      const std::size_t before = ctl_.level();
+      ctl_.observe(*seen);
+      if (ctl_.level() != before) take_residual(before);
+    }
     return rep;
   }
 
@@ -289,7 +313,9 @@ class adaptive_allreduce {
 
   struct ring_base {
     virtual ~ring_base() = default;
-    virtual report run(std::span<float> data, collective::reduce_op op) = 0;
+    virtual report run(std::span<float> data, collective::reduce_op op,
+                       std::span<const std::byte> note,
+                       const collective::note_handler& on_notes) = 0;
     virtual std::span<const float> residual() const noexcept = 0;
     virtual std::size_t residual_offset() const noexcept = 0;
     virtual void clear_residual() noexcept = 0;
@@ -299,8 +325,9 @@ class adaptive_allreduce {
     collective::ring_allreduce<Codec, Transport> ring;
     ring_of(Transport& t, std::size_t n, const Codec& c, const collective::ring_options& o)
         : ring(t, n, c, o) {}
-    report run(std::span<float> data, collective::reduce_op op) override {
-      return ring.run(data, op);
+    report run(std::span<float> data, collective::reduce_op op, std::span<const std::byte> note,
+               const collective::note_handler& on_notes) override {
+      return ring.run(data, op, note, on_notes);
     }
     std::span<const float> residual() const noexcept override { return ring.residual(); }
     std::size_t residual_offset() const noexcept override { return ring.residual_offset(); }
@@ -345,7 +372,8 @@ class adaptive_allreduce {
     err_ = den > 0 ? std::sqrt(num / den) : 0;
   }
 
-  void exchange(clock::time_point now) {
+  // This rank's record of the last step (run() at `now` carries it).
+  allreduce_detail::record record_of_last(clock::time_point now) {
     allreduce_detail::record mine;
     mine.step = step_ - 1;
     mine.level = last_level_;
@@ -354,7 +382,7 @@ class adaptive_allreduce {
     mine.comm = last_.seconds;
     mine.step_s = std::chrono::duration<double>(now - last_start_).count();
     mine.joules = last_.energy.total_j();
-    mine.err = err_;  // the probe of step t-1 (run() probes after the exchange)
+    mine.err = err_;  // the probe of step t-1 (run() probes after building the record)
     mine.loss = loss_.value_or(std::numeric_limits<double>::quiet_NaN());
     mine.wire = last_.wire_bytes();
     mine.sent = last_.bytes_sent;
@@ -362,32 +390,37 @@ class adaptive_allreduce {
     mine.mem = last_.memory_bytes;
     mine.ops = last_.compute_ops;
     loss_.reset();
+    return mine;
+  }
+
+  // Every rank's record (from the ring's agreement) into one observation;
+  // a rank whose policy state differs is a mismatch_error before data moves.
+  observation merge_records(std::span<const std::span<const std::byte>> notes,
+                            std::size_t& level) const {
     std::vector<allreduce_detail::record> all;
-    if (t_.size() == 1) {
-      all.push_back(mine);
-    } else {
-      std::array<std::byte, allreduce_detail::record_bytes> out{};
-      allreduce_detail::write(out, mine);
-      const auto got = records_.run(out);
-      for (int q = 0; q < t_.size(); ++q)
-        all.push_back(allreduce_detail::read(got[static_cast<std::size_t>(q)], q));
-      for (int q = 1; q < t_.size(); ++q) {
-        const auto& a = all[0];
-        const auto& b = all[static_cast<std::size_t>(q)];
-        if (a.step != b.step || a.level != b.level || a.stale != b.stale ||
-            a.decisions != b.decisions)
-          throw mismatch_error(detail::str("adaptive_allreduce on rank ", t_.rank(),
-                                           ": ranks disagree on the policy: rank 0 "
-                                           "is at step ",
-                                           a.step, ", level ", a.level, " after ", a.decisions,
-                                           " decisions but rank ", q, " at step ", b.step,
-                                           ", level ", b.level, " after ", b.decisions,
-                                           "; input left unchanged"));
-      }
+    all.reserve(notes.size());
+    for (std::size_t q = 0; q < notes.size(); ++q) {
+      if (notes[q].size() >= 4 && load_le<std::uint32_t>(notes[q].data()) == 0)
+        throw mismatch_error(detail::str("adaptive_allreduce on rank ", t_.rank(), ": rank ", q,
+                                         " runs its first step, this rank its step ", step_,
+                                         "; input left unchanged"));
+      all.push_back(allreduce_detail::read(notes[q], static_cast<int>(q)));
     }
-    const std::size_t before = ctl_.level();
-    ctl_.observe(allreduce_detail::merge(all));
-    if (ctl_.level() != before) take_residual(before);
+    for (std::size_t q = 1; q < all.size(); ++q) {
+      const auto& a = all[0];
+      const auto& b = all[q];
+      if (a.step != b.step || a.level != b.level || a.stale != b.stale ||
+          a.decisions != b.decisions)
+        throw mismatch_error(detail::str("adaptive_allreduce on rank ", t_.rank(),
+                                         ": ranks disagree on the policy: rank 0 "
+                                         "is at step ",
+                                         a.step, ", level ", a.level, " after ", a.decisions,
+                                         " decisions but rank ", q, " at step ", b.step, ", level ",
+                                         b.level, " after ", b.decisions,
+                                         "; input left unchanged"));
+    }
+    level = static_cast<std::size_t>(all[0].level);
+    return allreduce_detail::merge(all);
   }
 
   // The old level's residual becomes the next input's flush (see the header).
@@ -407,7 +440,6 @@ class adaptive_allreduce {
   controller ctl_;
   std::size_t max_count_;
   std::vector<std::unique_ptr<ring_base>> rings_;
-  collective::allgather<Transport> records_;
   rng probe_rng_;
   byte_buffer probe_frame_;
   aligned_vector<float> probe_in_, probe_out_;
@@ -420,6 +452,7 @@ class adaptive_allreduce {
   std::uint64_t step_ = 0;
   double err_ = -1;
   std::optional<double> loss_;
+  std::optional<double> carried_loss_;  // from an observation not fed (see run())
 };
 
 }  // namespace greenreduce::adaptive

@@ -36,6 +36,12 @@
 // codec id and config_hash, op, segment size, algorithm, whether the length
 // fits the object). Any difference throws mismatch_error on every rank naming
 // the field and two ranks that differ; the data is untouched.
+// A caller's note (ring_options::note_bytes, run(data, op, note, on_notes))
+// rides on the same header: once the header checks pass, and before any data
+// moves, on_notes sees every rank's note in rank order (p = 1: its own). A
+// mismatch_error it throws leaves the data untouched and the object usable,
+// like the ring's own; adaptive_allreduce shares its observations this way
+// instead of in a collective of their own (one round trip less per step).
 //
 // Errors: after agreement, an error leaves `data` as the caller passed it when
 // `keep_input` (default: every element is saved before its first write) and
@@ -129,7 +135,16 @@ struct ring_options {
   std::optional<energy::model> energy;
   /// Called on every report after the estimate, e.g. to add a meter's reading.
   std::function<void(report&)> annotate;
+  /// Bytes of the caller's note carried by every agreement header (see
+  /// run(data, op, note, on_notes)); the same on every rank, at most max_note_bytes.
+  std::size_t note_bytes = 0;
 };
+
+/// The largest ring_options::note_bytes.
+inline constexpr std::size_t max_note_bytes = 4096;
+
+/// Every rank's note of one agreement, in rank order.
+using note_handler = std::function<void(std::span<const std::span<const std::byte>>)>;
 
 namespace ring_detail {
 
@@ -246,8 +261,11 @@ class ring_allreduce {
         p_(t.size()),
         r_(t.rank()),
         max_count_(max_count),
-        agree_ag_(t, ring_detail::agree_bytes),
+        agree_ag_(t, ring_detail::agree_bytes + std::min(opts_.note_bytes, max_note_bytes)),
         rng_(opts_.seed, static_cast<std::uint64_t>(t.rank())) {
+    if (opts_.note_bytes > max_note_bytes)
+      throw config_error(detail::str("ring_allreduce note_bytes must be <= ", max_note_bytes,
+                                     ", got ", opts_.note_bytes));
     if (opts_.segment_bytes < sizeof(float))
       throw config_error(
           detail::str("ring_allreduce segment_bytes must be >= 4, got ", opts_.segment_bytes));
@@ -346,7 +364,19 @@ class ring_allreduce {
   void clear_residual() noexcept { std::fill(residual_.begin(), residual_.end(), 0.0F); }
 
   /// Reduces `data` over all ranks in place. Every rank passes the same length and op.
+  /// With note_bytes > 0 the agreement carries a note of zeros.
   report run(std::span<float> data, reduce_op op = reduce_op::sum) {
+    return run(data, op, {}, nullptr);
+  }
+
+  /// run() whose agreement header also carries `note` (exactly
+  /// ring_options::note_bytes bytes; empty = zeros). After the header checks
+  /// pass and before any data moves, `on_notes` (may be empty) gets every
+  /// rank's note in rank order. If it throws mismatch_error, so does run():
+  /// data untouched, the object usable; any other error it throws leaves the
+  /// data untouched too, but the object unusable (as a failed agreement does).
+  report run(std::span<float> data, reduce_op op, std::span<const std::byte> note,
+             const note_handler& on_notes) {
     const auto t0 = std::chrono::steady_clock::now();
     if (!broken_.empty())
       throw peer_error(detail::str("ring_allreduce on rank ", r_,
@@ -355,6 +385,10 @@ class ring_allreduce {
     if (op != reduce_op::sum && op != reduce_op::average)
       throw config_error(detail::str("ring_allreduce: unknown reduce_op ",
                                      static_cast<unsigned>(op), "; input left unchanged"));
+    if (!note.empty() && note.size() != opts_.note_bytes)
+      throw config_error(detail::str("ring_allreduce: a note of ", note.size(),
+                                     " bytes, but note_bytes is ", opts_.note_bytes,
+                                     "; input left unchanged"));
     const std::uint64_t sent0 = t_.bytes_sent();
     const std::uint64_t recv0 = t_.bytes_received();
     const std::size_t n = data.size();
@@ -367,8 +401,12 @@ class ring_allreduce {
     codec::work w;
     bool modified = false;
     try {
+      if (p_ == 1 && on_notes) {
+        const std::span<const std::byte> one[] = {note};
+        on_notes(one);
+      }
       if (p_ > 1) {
-        agree(n, op, algo);
+        agree(n, op, algo, note, on_notes);
         if (n > 0) {
           saved_pieces_ = 0;
           saved_all_ = false;
@@ -487,7 +525,8 @@ class ring_allreduce {
   }
 
   // ------------------------------------------------------------------ agreement
-  void agree(std::size_t n, reduce_op op, algorithm algo) {
+  void agree(std::size_t n, reduce_op op, algorithm algo, std::span<const std::byte> note,
+             const note_handler& on_notes) {
     ring_detail::agreement mine;
     mine.length = n;
     mine.config_hash = codec_.config_hash();
@@ -496,13 +535,28 @@ class ring_allreduce {
     mine.algo = static_cast<std::uint8_t>(algo);
     mine.segment_elems = seg_;
     mine.capacity = max_count_;
-    std::array<std::byte, ring_detail::agree_bytes> out{};
-    ring_detail::write(out, mine);
+    const std::size_t hb = ring_detail::agree_bytes;
+    if (agree_out_.size() != hb + opts_.note_bytes) agree_out_.resize(hb + opts_.note_bytes);
+    const auto out = std::span<std::byte>(agree_out_);
+    ring_detail::write(out.first(hb), mine);
+    if (note.empty())
+      std::fill(out.begin() + static_cast<std::ptrdiff_t>(hb), out.end(), std::byte{0});
+    else
+      std::copy(note.begin(), note.end(), out.begin() + static_cast<std::ptrdiff_t>(hb));
     const auto all = agree_ag_.run(out);
     std::vector<ring_detail::agreement> a;
     a.reserve(all.size());
-    for (int q = 0; q < p_; ++q)
-      a.push_back(ring_detail::read(all[static_cast<std::size_t>(q)], q));
+    notes_.clear();
+    for (int q = 0; q < p_; ++q) {
+      const auto m = all[static_cast<std::size_t>(q)];
+      if (m.size() != out.size())
+        throw peer_error(detail::str("ring_allreduce agreement header from rank ", q, " has ",
+                                     m.size(), " bytes, expected ", out.size(), " (header ", hb,
+                                     " + note ", opts_.note_bytes,
+                                     "; not a ring_allreduce peer, or a different note_bytes?)"));
+      a.push_back(ring_detail::read(m.first(hb), q));
+      notes_.push_back(m.subspan(hb));
+    }
 
     for (int q = 0; q < p_; ++q)
       if (a[static_cast<std::size_t>(q)].length > a[static_cast<std::size_t>(q)].capacity) {
@@ -538,6 +592,7 @@ class ring_allreduce {
     differ(
         "the algorithm", [](const auto& x) { return x.algo; },
         [](const auto& x) { return to_string(static_cast<algorithm>(x.algo)); });
+    if (on_notes) on_notes(notes_);
   }
 
   // ------------------------------------------------------------------ the ring
@@ -899,6 +954,8 @@ class ring_allreduce {
   std::size_t ring_k_ = 0;
   std::size_t raw_slot_bytes_ = 0;
   allgather<Transport> agree_ag_;
+  std::vector<std::byte> agree_out_;
+  std::vector<std::span<const std::byte>> notes_;
   rng rng_;
   byte_buffer send_slots_, recv_slots_, ag_slots_, sparse_frame_;
   std::vector<std::size_t> ag_len_;
