@@ -45,6 +45,7 @@
 
 #include "greenreduce/core/ars.hpp"
 #include "greenreduce/core/rng.hpp"
+#include "greenreduce/kernels/lanes.hpp"
 #include "greenreduce/kernels/random_bits.hpp"
 
 namespace greenreduce::kernels::ternary {
@@ -253,7 +254,7 @@ void quantize_tiles_with(const float* x, std::size_t begin, std::size_t end, flo
   constexpr std::size_t w = fb::size, subs = lanes / w;
   static_assert(w % 4 == 0, "an ARS block fills 4 lanes");
   const fb f(threshold_factor(s)), zero(0.0F);
-  const ub absm(abs_mask), low16(0xFFFFU), one(1U), top(1U << 30);
+  const ub absm(abs_mask), low16(0xFFFFU), pos_top(1U << 30), neg_top(2U << 30);
   for (std::size_t t0 = begin; t0 < end; t0 += tile) {
     std::uint8_t* out = codes + t0 / 4;
     std::array<ub, subs> packed;
@@ -275,18 +276,12 @@ void quantize_tiles_with(const float* x, std::size_t begin, std::size_t end, flo
           const fb t = xsimd::bitwise_cast<fb>(bits & absm) * f;
           const ub r = h == 0 ? (word & low16) : (word >> 16);
           const fb rf = xsimd::to_float(xsimd::bitwise_cast<ib>(r));
-          if constexpr (std::is_base_of_v<xsimd::avx2, Arch>) {
-            // Rows enter at the top and move down 2 bits per row, so row Q
-            // ends at bits [2Q, 2Q + 2) with one constant: the code (1 + sign)
-            // << 30 is 1 << 30 shifted by the sign bit (one variable shift).
-            const fb placed = xsimd::bitwise_cast<fb>(top << (bits >> 31));
-            packed[j] =
-                (packed[j] >> 2) | xsimd::bitwise_cast<ub>(xsimd::select(rf < t, placed, zero));
-          } else {
-            const fb nonzero = xsimd::bitwise_cast<fb>(one + (bits >> 31));
-            const ub code = xsimd::bitwise_cast<ub>(xsimd::select(rf < t, nonzero, zero));
-            packed[j] |= code << static_cast<std::int32_t>(2 * row);
-          }
+          // Rows enter at the top and move down 2 bits per row, so row Q
+          // ends at bits [2Q, 2Q + 2); the code (1 + sign) << 30 is one blend
+          // of two constants by x's sign bit.
+          const ub placed = kernels::lanes::select_by_sign(v, neg_top, pos_top);
+          packed[j] = (packed[j] >> 2) | xsimd::bitwise_cast<ub>(xsimd::select(
+                                             rf < t, xsimd::bitwise_cast<fb>(placed), zero));
         }
       }
     }
