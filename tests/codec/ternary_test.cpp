@@ -39,9 +39,10 @@ encoded scalar_encode(const std::vector<float>& x, std::size_t bucket, float cli
 
 template <class Arch>
 void check_arch_matches_scalar(std::uint64_t s, bool with_clip) {
-  // Bucket sizes below, at and above the encoder's prefetch distance (two
-  // buckets, at most 4096 elements) and per tensor; rng offsets at 0, mid-way
-  // and just before the 64-bit counter wraps inside the call.
+  // Bucket sizes below and at the encoder's prefetch distance (4096 elements)
+  // and per tensor, so the statistics run one bucket ahead across several
+  // buckets and a partial last one; rng offsets at 0, mid-way and just before
+  // the 64-bit counter wraps (inside the longer calls).
   for (std::size_t bucket : {std::size_t{256}, std::size_t{512}, std::size_t{4096}, std::size_t{0}})
     for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{7}, bucket - 1, bucket,
                           bucket + 1, 3 * bucket + 300, std::size_t{1000003}}) {
