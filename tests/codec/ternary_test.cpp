@@ -39,13 +39,19 @@ encoded scalar_encode(const std::vector<float>& x, std::size_t bucket, float cli
 
 template <class Arch>
 void check_arch_matches_scalar(std::uint64_t s, bool with_clip) {
-  for (std::size_t bucket : {std::size_t{512}, std::size_t{0}})
+  // Bucket sizes below and at the encoder's prefetch distance (4096 elements)
+  // and per tensor, so the statistics run one bucket ahead across several
+  // buckets and a partial last one; rng offsets at 0, mid-way and just before
+  // the 64-bit counter wraps (inside the longer calls).
+  for (std::size_t bucket : {std::size_t{256}, std::size_t{512}, std::size_t{4096}, std::size_t{0}})
     for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{7}, bucket - 1, bucket,
-                          bucket + 1, std::size_t{1000003}}) {
+                          bucket + 1, 3 * bucket + 300, std::size_t{1000003}}) {
       if (n > 1000003) continue;
-      INFO("seed " << s << " n " << n << " bucket " << bucket << " clip " << with_clip);
+      rng g(s, 3);
+      g.offset = bucket == 256 ? ~std::uint64_t{0} - 1000 : bucket == 4096 ? s % 100003 : 0;
+      INFO("seed " << s << " n " << n << " bucket " << bucket << " clip " << with_clip
+                   << " rng offset " << g.offset);
       const auto x = test::normal_floats(n, s + n, 0.1F, 2.0F);
-      const rng g(s, 3);
       const float clip = with_clip ? 2.5F : 0.0F;
       const auto a = simd_encode<Arch>(x, bucket, clip, g);
       const auto b = scalar_encode(x, bucket, clip, g);

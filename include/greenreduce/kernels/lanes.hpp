@@ -1,7 +1,8 @@
 // greenreduce/kernels/lanes.hpp — the few lane moves xsimd 8 has no portable
 // form for: widening 16-bit and 8-bit wire values into 32-bit lanes, and
-// narrowing 32-bit lanes back into packed wire bytes in element order (the
-// 32x32->64 product of the SIMD Philox lives in kernels/random_bits.hpp).
+// narrowing 32-bit lanes back into packed wire bytes in element order, and a
+// blend by the sign bit (the 32x32->64 product of the SIMD Philox lives in
+// kernels/random_bits.hpp).
 //
 // Every other kernel is written once against xsimd::batch; these helpers are
 // the one place with instruction-set intrinsics (SSE2, SSE4.1, AVX2, AVX-512F),
@@ -178,6 +179,32 @@ inline void prefetch(const void* p) noexcept {
 #else
   (void)p;
 #endif
+}
+
+/// Lane l of neg where the sign bit of v's lane l is set, of pos elsewhere
+/// (-0.0 and negative NaNs count as negative): one blendv on AVX and SSE4.1.
+template <class Arch>
+xsimd::batch<std::uint32_t, Arch> select_by_sign(xsimd::batch<float, Arch> v,
+                                                 xsimd::batch<std::uint32_t, Arch> neg,
+                                                 xsimd::batch<std::uint32_t, Arch> pos) noexcept {
+  using ub = xsimd::batch<std::uint32_t, Arch>;
+#if XSIMD_WITH_AVX512F
+  if constexpr (is<Arch, xsimd::avx512f>)
+    return _mm512_mask_blend_epi32(
+        _mm512_cmplt_epi32_mask(_mm512_castps_si512(v), _mm512_setzero_si512()), pos, neg);
+#endif
+#if XSIMD_WITH_AVX
+  if constexpr (is<Arch, xsimd::avx>)
+    return _mm256_castps_si256(
+        _mm256_blendv_ps(_mm256_castsi256_ps(pos), _mm256_castsi256_ps(neg), v));
+#endif
+#if XSIMD_WITH_SSE4_1
+  if constexpr (is<Arch, xsimd::sse4_1>)
+    return _mm_castps_si128(_mm_blendv_ps(_mm_castsi128_ps(pos), _mm_castsi128_ps(neg), v));
+#endif
+  using ib = xsimd::batch<std::int32_t, Arch>;
+  const ub m = xsimd::bitwise_cast<ub>(xsimd::bitwise_cast<ib>(v) >> 31);  // arithmetic
+  return (neg & m) | (pos & ~m);  // (xsimd 8's bitwise_andnot differs by ISA)
 }
 
 }  // namespace greenreduce::kernels::lanes

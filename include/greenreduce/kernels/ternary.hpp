@@ -45,6 +45,7 @@
 
 #include "greenreduce/core/ars.hpp"
 #include "greenreduce/core/rng.hpp"
+#include "greenreduce/kernels/lanes.hpp"
 #include "greenreduce/kernels/random_bits.hpp"
 
 namespace greenreduce::kernels::ternary {
@@ -54,7 +55,10 @@ inline constexpr std::size_t lanes = 16;            ///< virtual lanes (= elemen
 inline constexpr std::size_t blocks_per_tile = 32;  ///< ARS-5 blocks per tile
 inline constexpr std::uint32_t abs_mask = 0x7FFFFFFFU;
 inline constexpr std::uint32_t inf_bits = 0x7F800000U;
-inline constexpr std::size_t prefetch_span = 2048;  ///< elements of the next bucket to prefetch
+/// Elements between a line encode quantizes and the line it prefetches: 16 KiB,
+/// about 1.5-2 us of encode, well past DRAM latency (1024 was measurably slower
+/// at 2^24 elements, 2048-8192 the same; docs/kernels.md).
+inline constexpr std::size_t prefetch_ahead = 4096;
 
 /// ARS-5 blocks one call over n elements consumes (the rng advance).
 constexpr std::uint64_t blocks_for(std::size_t n) noexcept {
@@ -236,27 +240,30 @@ stats bucket_stats(const float* x, std::size_t m, bool with_moments) noexcept {
   return st;
 }
 
-/// Codes of the full tiles in [begin, end) (begin, end multiples of 256, tiles
-/// full within n) into their 64-byte slots; g is the call's rng.
-template <class Arch = xsimd::default_arch>
-void quantize_tiles(const float* x, std::size_t begin, std::size_t end, float s, const rng& g,
-                    std::uint8_t* codes) noexcept {
+/// quantize_tiles with the caller's ARS-5 stream (positioned at tile begin /
+/// 256) and a software prefetch of x[min(i + ahead, limit)] for
+/// every 64-byte line i it quantizes, so DRAM reads stay spread over the
+/// compute instead of arriving in bursts.
+template <class Arch>
+void quantize_tiles_with(const float* x, std::size_t begin, std::size_t end, float s,
+                         ars_stream<Arch>& rand_words, std::uint8_t* codes, std::size_t ahead,
+                         std::size_t limit) noexcept {
   using fb = xsimd::batch<float, Arch>;
   using ub = xsimd::batch<std::uint32_t, Arch>;
   using ib = xsimd::batch<std::int32_t, Arch>;
   constexpr std::size_t w = fb::size, subs = lanes / w;
   static_assert(w % 4 == 0, "an ARS block fills 4 lanes");
   const fb f(threshold_factor(s)), zero(0.0F);
-  const ub absm(abs_mask), low16(0xFFFFU), one(1U);
-  std::array<ub, lanes> row_bit;
-  for (std::size_t row = 0; row < lanes; ++row) row_bit[row] = ub(1U << (2 * row));
-  // Blocks are read in (tile, row pair, lane) order: one stream for the range.
-  ars_stream<Arch> rand_words(g, blocks_per_tile * (begin / tile));
+  const ub absm(abs_mask), low16(0xFFFFU), pos_top(1U << 30), neg_top(2U << 30);
   for (std::size_t t0 = begin; t0 < end; t0 += tile) {
     std::uint8_t* out = codes + t0 / 4;
     std::array<ub, subs> packed;
     for (std::size_t j = 0; j < subs; ++j) packed[j] = ub(0U);
-    for (std::size_t p = 0; p < lanes / 2; ++p)
+    for (std::size_t p = 0; p < lanes / 2; ++p) {
+      if (ahead > 0) {
+        __builtin_prefetch(x + std::min(t0 + 2 * lanes * p + ahead, limit));
+        __builtin_prefetch(x + std::min(t0 + 2 * lanes * p + lanes + ahead, limit));
+      }
       for (std::size_t j = 0; j < subs; ++j) {
         const ub word = rand_words.next();
         for (std::size_t h = 0; h < 2; ++h) {
@@ -269,20 +276,28 @@ void quantize_tiles(const float* x, std::size_t begin, std::size_t end, float s,
           const fb t = xsimd::bitwise_cast<fb>(bits & absm) * f;
           const ub r = h == 0 ? (word & low16) : (word >> 16);
           const fb rf = xsimd::to_float(xsimd::bitwise_cast<ib>(r));
-          if constexpr (std::is_base_of_v<xsimd::avx2, Arch>) {
-            // (1 + sign) << 2row as one variable shift of 1 << 2row by the sign.
-            const fb placed = xsimd::bitwise_cast<fb>(row_bit[row] << (bits >> 31));
-            packed[j] |= xsimd::bitwise_cast<ub>(xsimd::select(rf < t, placed, zero));
-          } else {
-            const fb nonzero = xsimd::bitwise_cast<fb>(one + (bits >> 31));
-            const ub code = xsimd::bitwise_cast<ub>(xsimd::select(rf < t, nonzero, zero));
-            packed[j] |= code << static_cast<std::int32_t>(2 * row);
-          }
+          // Rows enter at the top and move down 2 bits per row, so row Q
+          // ends at bits [2Q, 2Q + 2); the code (1 + sign) << 30 is one blend
+          // of two constants by x's sign bit.
+          const ub placed = kernels::lanes::select_by_sign(v, neg_top, pos_top);
+          packed[j] = (packed[j] >> 2) | xsimd::bitwise_cast<ub>(xsimd::select(
+                                             rf < t, xsimd::bitwise_cast<fb>(placed), zero));
         }
       }
+    }
     for (std::size_t j = 0; j < subs; ++j)
       packed[j].store_unaligned(reinterpret_cast<std::uint32_t*>(out) + j * w);
   }
+}
+
+/// Codes of the full tiles in [begin, end) (begin, end multiples of 256, tiles
+/// full within n) into their 64-byte slots; g is the call's rng.
+template <class Arch = xsimd::default_arch>
+void quantize_tiles(const float* x, std::size_t begin, std::size_t end, float s, const rng& g,
+                    std::uint8_t* codes) noexcept {
+  // Blocks are read in (tile, row pair, lane) order: one stream for the range.
+  ars_stream<Arch> rand_words(g, blocks_per_tile * (begin / tile));
+  quantize_tiles_with<Arch>(x, begin, end, s, rand_words, codes, 0, 0);
 }
 
 /// Codes of elements [begin, end) of the last, partial tile (linear layout;
@@ -346,18 +361,22 @@ bool encode(const float* x, std::size_t n, std::size_t b, float clip_c, const rn
   const std::size_t full = n / tile * tile;
   if (b == 0) b = n;
   if (full < n) std::memset(codes + full / 4, 0, code_bytes(n) - full / 4);
+  ars_stream<Arch> rand_words(g, 0);  // tiles are quantized in order: one stream
+  const bool moments = clip_c > 0.0F;
+  // Statistics run one bucket ahead of the quantizer: bucket k + 1's sums do
+  // not wait for bucket k's codes, so the core overlaps them with bucket k's
+  // quantize. (Computing bucket k + 1's whole scale there too was 5 % slower.)
+  stats next = bucket_stats<Arch>(x, std::min(n, b), moments);
   for (std::size_t k = 0, lo = 0; lo < n; ++k, lo += b) {
     const std::size_t hi = std::min(n, lo + b);
-    // The next bucket streams in from memory while this one is quantized from cache.
-    for (std::size_t i = hi, e = std::min(n, hi + std::min(b, prefetch_span)); i < e; i += 16)
-      __builtin_prefetch(x + i);
-    const stats st = bucket_stats<Arch>(x + lo, hi - lo, clip_c > 0.0F);
+    const stats st = next;
     if (st.absmax_bits >= inf_bits) return false;
     const float s = scale_of(st, hi - lo, clip_c);
     const auto sb = std::bit_cast<std::uint32_t>(s);
     std::memcpy(scales + 4 * k, &sb, 4);
+    if (hi < n) next = bucket_stats<Arch>(x + hi, std::min(n, hi + b) - hi, moments);
     const std::size_t tiles_end = std::min(hi, full);
-    quantize_tiles<Arch>(x, lo, tiles_end, s, g, codes);
+    quantize_tiles_with<Arch>(x, lo, tiles_end, s, rand_words, codes, prefetch_ahead, n - 1);
     if (hi > tiles_end) quantize_tail<Arch>(x, std::max(lo, tiles_end), hi, n, s, g, codes);
   }
   return true;
