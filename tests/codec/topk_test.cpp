@@ -203,6 +203,28 @@ TEST_CASE("topk sampled threshold keeps between k and 2k candidates on gradient-
   }
 }
 
+TEST_CASE("topk decode_validated_entries hands out what decode_entries does", "[codec][topk]") {
+  const auto s = test::seed(61);
+  INFO("seed " << s);
+  using ia = codec::topk::indices_as;
+  for (std::size_t n : {1U, 9U, 1000U, 70001U}) {
+    const auto x = test::normal_floats(n, s + n);
+    for (auto coding : {ia::automatic, ia::varint, ia::bitmap, ia::u32})
+      for (double ratio : {0.01, 0.3, 1.0}) {
+        INFO("n " << n << " ratio " << ratio << " coding " << static_cast<int>(coding));
+        const auto c = codec::topk::ratio(ratio).sampled().indices(coding);
+        const auto f = encode(c, x);
+        c.validate(f, n);
+        std::vector<std::pair<std::size_t, float>> a, b;
+        c.decode_entries(f, n, [&](std::size_t i, float v) { a.emplace_back(i, v); });
+        c.decode_validated_entries(f, n, [&](std::size_t i, float v) { b.emplace_back(i, v); });
+        CHECK(a.size() >= (c.k_of(n) + 1) / 2);
+        CHECK(a.size() <= c.k_of(n));
+        CHECK(a == b);
+      }
+  }
+}
+
 TEST_CASE("topk gather kernels equal the scalar reference", "[codec][topk]") {
   const auto s = test::seed(53);
   INFO("seed " << s);

@@ -212,6 +212,20 @@ class topk {
     apply(p, n, [&](std::size_t j, std::size_t i) { f(i, p.value(j)); });
   }
 
+  /// decode_entries for a frame that passed validate(frame, n) and has not
+  /// changed since (or that this codec wrote for n elements): the same calls,
+  /// without checking the frame a second time.
+  template <class F>
+  void decode_validated_entries(std::span<const std::byte> frame, std::size_t n, F f) const {
+    const std::byte* p = frame.data() + frame_header_bytes;
+    const auto payload = static_cast<std::size_t>(load_le<std::uint64_t>(frame.data() + 16));
+    const auto count = static_cast<std::size_t>(load_le<std::uint64_t>(p + 4));
+    const parsed r{static_cast<kernels::topk::index_coding>(load_le<std::uint8_t>(p)), count,
+                   p + 12, reinterpret_cast<const std::uint8_t*>(p + 12 + 4 * count),
+                   payload - 12 - 4 * count};
+    apply(r, n, [&](std::size_t j, std::size_t i) { f(i, r.value(j)); });
+  }
+
  private:
   [[noreturn]] void fail_non_finite(std::span<const float> in, std::span<float> r,
                                     const std::uint64_t* idx, const float* val,
