@@ -247,8 +247,8 @@ class topk_codec : public device_codec<topk_codec, codec::topk> {
       const auto plan = greenreduce::kernels::topk::plan_sample(n, k);
       const std::size_t m = plan.m;
       const std::uint64_t rank = plan.rank;
-      kernels::topk_sample<threads><<<grid_for(m, threads), threads, 0, stream>>>(
-          s_.keys.data(), plan, s_.keys2.data());
+      kernels::topk_sample<threads>
+          <<<grid_for(m, threads), threads, 0, stream>>>(s_.keys.data(), plan, s_.keys2.data());
       check_launch("topk_sample");
       // Sort the sample (in keys2) descending into idx2, as keys only.
       cub_call(
