@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -114,6 +115,113 @@ TEST_CASE("sampled topk sends between ceil(k/2) and k elements, always the large
       c.decode(f, y);
       CHECK(sent_indices(y) == reference_topk(x, sent));
     }
+  }
+}
+
+TEST_CASE("topk sample plan: runs of 16 spread over the data, DGC's m and rank", "[codec][topk]") {
+  const auto s = test::seed(58);
+  INFO("seed " << s);
+  std::mt19937_64 gen(s);
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> nk = {
+      {65536, 1}, {65536, 8192}, {65537, 655}, {(1U << 20) + 3, 10486}, {16000000 / 16, 2500}};
+  for (int i = 0; i < 20; ++i) {
+    const std::uint64_t n = 65536 + gen() % (1U << 22);
+    nk.emplace_back(n, 1 + gen() % (n / 8));
+  }
+  for (const auto& [n, k] : nk) {
+    INFO("n " << n << " k " << k);
+    const auto p = kk::plan_sample(n, k);
+    const std::uint64_t m0 =
+        std::min<std::uint64_t>(n, std::max<std::uint64_t>(4096, (1024 * n + k - 1) / k));
+    CHECK(p.stride == 16 * (n / m0));
+    CHECK(p.m % 16 == 0);
+    // As many samples as DGC's one-every-n/m0 sample, up to one run.
+    CHECK(p.m + 16 > n / (n / m0));
+    CHECK(p.m <= n / (n / m0) + 16);
+    CHECK(p.rank == std::clamp<std::uint64_t>((5 * k * p.m + 4 * n - 1) / (4 * n), 1, p.m));
+    CHECK(p.position(0) < p.stride);
+    CHECK(p.position(p.m - 1) < n);
+    CHECK(n - p.m / 16 * p.stride < p.stride);  // the runs' stretches cover all but the tail
+    for (std::uint64_t j = 1; j < p.m; ++j) {
+      const std::uint64_t a = p.position(j - 1), b = p.position(j);
+      REQUIRE(b == (j % 16 == 0 ? a + p.stride - 15 : a + 1));
+    }
+  }
+}
+
+TEST_CASE("topk sample keys are key(x (+ r)) at the plan's positions", "[codec][topk]") {
+  const auto s = test::seed(59);
+  INFO("seed " << s);
+  for (std::uint64_t n : {65536U, 70001U, 1048579U}) {
+    for (std::uint64_t k : {std::uint64_t{1}, n / 100, n / 8}) {
+      INFO("n " << n << " k " << k);
+      const auto x = test::normal_floats(n, s + n + k);
+      const auto r = test::normal_floats(n, s + n + k + 1, 0.0F, 0.1F);
+      const auto p = kk::plan_sample(n, k);
+      std::vector<std::uint32_t> a(p.m), b(p.m);
+      kk::sample_keys(p, x.data(), nullptr, a.data());
+      kk::sample_keys(p, x.data(), r.data(), b.data());
+      for (std::uint64_t j = 0; j < p.m; ++j) {
+        REQUIRE(a[j] == kk::key(x[p.position(j)]));
+        REQUIRE(b[j] == kk::key(x[p.position(j)] + r[p.position(j)]));
+      }
+    }
+  }
+}
+
+TEST_CASE("topk sampled threshold keeps between k and 2k candidates on gradient-like data",
+          "[codec][topk]") {
+  // The estimate's quality: the threshold should select about 1.25 k (never
+  // below k, which would send fewer than k, nor above 2k, the fallback), also
+  // when the scale changes from layer to layer and with sparse outliers.
+  const auto s = test::seed(60);
+  INFO("seed " << s);
+  const std::size_t n = (1U << 20) + 3;
+  for (double ratio : {0.001, 0.01, 0.1}) {
+    const std::size_t k = codec::topk::ratio(ratio).k_of(n);
+    auto layered = test::normal_floats(n, s + 1);
+    std::mt19937_64 gen(s + 2);
+    std::normal_distribution<float> d;
+    float scale = 1.0F;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (i % 4096 == 0) scale = std::exp(d(gen));
+      layered[i] *= scale;
+    }
+    auto outliers = test::normal_floats(n, s + 3);
+    for (std::size_t i = 0; i < n; i += 97) outliers[i] *= 1000.0F;
+    for (const auto& x : {test::normal_floats(n, s), layered, outliers}) {
+      const auto p = kk::plan_sample(n, k);
+      std::vector<std::uint32_t> sample(p.m);
+      kk::sample_keys(p, x.data(), nullptr, sample.data());
+      const auto t = kk::kth_largest(p.m, p.rank, [&](std::size_t j) { return sample[j]; });
+      const auto count = static_cast<std::size_t>(
+          std::count_if(x.begin(), x.end(), [&](float v) { return kk::key(v) >= t.key; }));
+      INFO("ratio " << ratio << " k " << k << " candidates " << count);
+      CHECK(count >= k);
+      CHECK(count <= 2 * k);
+    }
+  }
+}
+
+TEST_CASE("topk decode_validated_entries hands out what decode_entries does", "[codec][topk]") {
+  const auto s = test::seed(61);
+  INFO("seed " << s);
+  using ia = codec::topk::indices_as;
+  for (std::size_t n : {1U, 9U, 1000U, 70001U}) {
+    const auto x = test::normal_floats(n, s + n);
+    for (auto coding : {ia::automatic, ia::varint, ia::bitmap, ia::u32})
+      for (double ratio : {0.01, 0.3, 1.0}) {
+        INFO("n " << n << " ratio " << ratio << " coding " << static_cast<int>(coding));
+        const auto c = codec::topk::ratio(ratio).sampled().indices(coding);
+        const auto f = encode(c, x);
+        c.validate(f, n);
+        std::vector<std::pair<std::size_t, float>> a, b;
+        c.decode_entries(f, n, [&](std::size_t i, float v) { a.emplace_back(i, v); });
+        c.decode_validated_entries(f, n, [&](std::size_t i, float v) { b.emplace_back(i, v); });
+        CHECK(a.size() >= (c.k_of(n) + 1) / 2);
+        CHECK(a.size() <= c.k_of(n));
+        CHECK(a == b);
+      }
   }
 }
 

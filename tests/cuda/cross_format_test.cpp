@@ -126,13 +126,11 @@ std::vector<std::uint64_t> replay_topk_select(const codec::topk& c, const std::v
   if (k == 0) return {};
   if (c.mode() == codec::topk::selection::sampled && n >= codec::topk::sampled_min_n &&
       k <= n / 8) {
-    const std::size_t m0 = std::min(n, std::max<std::size_t>(4096, (1024 * n + k - 1) / k));
-    const std::size_t stride = n / m0, m = n / stride;
-    const std::uint64_t rank = std::clamp<std::uint64_t>((5 * k * m + 4 * n - 1) / (4 * n), 1, m);
-    std::vector<std::uint32_t> sample(m);
-    for (std::size_t j = 0; j < m; ++j) sample[j] = keys[j * stride + stride / 2];
+    const auto plan = kernels::topk::plan_sample(n, k);
+    std::vector<std::uint32_t> sample(plan.m);
+    for (std::size_t j = 0; j < plan.m; ++j) sample[j] = keys[plan.position(j)];
     std::sort(sample.begin(), sample.end(), std::greater<>());
-    const std::uint32_t t = sample[rank - 1];
+    const std::uint32_t t = sample[plan.rank - 1];
     std::vector<std::uint32_t> cand;
     for (std::size_t i = 0; i < n; ++i)
       if (keys[i] >= t) cand.push_back(static_cast<std::uint32_t>(i));

@@ -7,9 +7,9 @@
 //            sort is stable, so among equal keys the lower indices come first —
 //            the CPU's tie rule — and the first k pairs are the selection; their
 //            indices are sorted ascending (cub::DeviceRadixSort::SortKeys);
-//   sampled  the strided sample of Deep Gradient Compression (same m, stride
-//            and rank as the CPU), sorted on the device; the threshold key T is
-//            its rank-th largest; cub::DeviceSelect::Flagged compacts every
+//   sampled  the sample of Deep Gradient Compression at the CPU's positions
+//            and rank (kernels::topk::sample_plan), sorted on the device;
+//            the threshold key T is its rank-th largest; cub::DeviceSelect::Flagged compacts every
 //            index with key >= T in index order; more than k candidates are cut
 //            to the exact top-k of the candidates (same stable sort), and the
 //            CPU's fallbacks to exact selection apply unchanged;
@@ -60,11 +60,12 @@ __global__ void topk_keys(const float* __restrict__ x, const float* __restrict__
 }
 
 template <unsigned Threads>
-__global__ void topk_sample(const std::uint32_t* __restrict__ keys, std::uint64_t m,
-                            std::uint64_t stride, std::uint32_t* __restrict__ sample) {
-  for (std::uint64_t j = blockIdx.x * Threads + threadIdx.x; j < m;
+__global__ void topk_sample(const std::uint32_t* __restrict__ keys,
+                            greenreduce::kernels::topk::sample_plan plan,
+                            std::uint32_t* __restrict__ sample) {
+  for (std::uint64_t j = blockIdx.x * Threads + threadIdx.x; j < plan.m;
        j += static_cast<std::uint64_t>(gridDim.x) * Threads)
-    sample[j] = keys[j * stride + stride / 2];
+    sample[j] = keys[plan.position(j)];
 }
 
 template <unsigned Threads>
@@ -243,11 +244,11 @@ class topk_codec : public device_codec<topk_codec, codec::topk> {
     if (k == 0) return 0;
     if (c_.mode() == codec::topk::selection::sampled && n >= codec::topk::sampled_min_n &&
         k <= n / 8) {
-      const std::size_t m0 = std::min(n, std::max<std::size_t>(4096, (1024 * n + k - 1) / k));
-      const std::size_t stride = n / m0, m = n / stride;
-      const std::uint64_t rank = std::clamp<std::uint64_t>((5 * k * m + 4 * n - 1) / (4 * n), 1, m);
-      kernels::topk_sample<threads><<<grid_for(m, threads), threads, 0, stream>>>(
-          s_.keys.data(), m, stride, s_.keys2.data());
+      const auto plan = greenreduce::kernels::topk::plan_sample(n, k);
+      const std::size_t m = plan.m;
+      const std::uint64_t rank = plan.rank;
+      kernels::topk_sample<threads>
+          <<<grid_for(m, threads), threads, 0, stream>>>(s_.keys.data(), plan, s_.keys2.data());
       check_launch("topk_sample");
       // Sort the sample (in keys2) descending into idx2, as keys only.
       cub_call(

@@ -5,9 +5,11 @@
 //   exact    the k largest magnitudes; ties at the boundary go to the lower
 //            indices (kernels/topk.hpp). Histogram + nth_element, a few passes.
 //   sampled  Deep Gradient Compression's estimate (Lin et al., ICLR 2018): the
-//            threshold is the ceil(1.25·k·m/n)-th largest |x| of a strided
-//            sample of m = max(4096, 1024·n/k) elements (capped at n), then one
-//            streaming pass keeps every |x| >= threshold (at most 2k). When more
+//            threshold is the ceil(1.25·k·m/n)-th largest |x| of a sample of
+//            m ~ max(4096, 1024·n/k) elements (capped at n) in runs of 16
+//            consecutive elements spread over the data (one cache line in ten
+//            at k = n/100; kernels::topk::sample_plan), then one streaming
+//            pass keeps every |x| >= threshold (at most 2k). When more
 //            than k qualify, the exact top-k of those is sent — which is the
 //            exact top-k of all. When fewer than ceil(k/2) qualify or more than
 //            2k do, it falls back to exact selection. So the sampled mode sends
@@ -210,6 +212,20 @@ class topk {
     apply(p, n, [&](std::size_t j, std::size_t i) { f(i, p.value(j)); });
   }
 
+  /// decode_entries for a frame that passed validate(frame, n) and has not
+  /// changed since (or that this codec wrote for n elements): the same calls,
+  /// without checking the frame a second time.
+  template <class F>
+  void decode_validated_entries(std::span<const std::byte> frame, std::size_t n, F f) const {
+    const std::byte* p = frame.data() + frame_header_bytes;
+    const auto payload = static_cast<std::size_t>(load_le<std::uint64_t>(frame.data() + 16));
+    const auto count = static_cast<std::size_t>(load_le<std::uint64_t>(p + 4));
+    const parsed r{static_cast<kernels::topk::index_coding>(load_le<std::uint8_t>(p)), count,
+                   p + 12, reinterpret_cast<const std::uint8_t*>(p + 12 + 4 * count),
+                   payload - 12 - 4 * count};
+    apply(r, n, [&](std::size_t j, std::size_t i) { f(i, r.value(j)); });
+  }
+
  private:
   [[noreturn]] void fail_non_finite(std::span<const float> in, std::span<float> r,
                                     const std::uint64_t* idx, const float* val,
@@ -256,18 +272,11 @@ inline std::size_t topk::encode_impl(std::span<const float> in, std::span<float>
   std::size_t count = 0;
   bool done = false;
   if (mode_ == selection::sampled && n >= sampled_min_n && k <= n / 8) {
-    const std::size_t m0 = std::min(n, std::max<std::size_t>(4096, (1024 * n + k - 1) / k));
-    const std::size_t stride = n / m0, m = n / stride;
-    const std::uint64_t rank = std::clamp<std::uint64_t>((5 * k * m + 4 * n - 1) / (4 * n), 1, m);
-    // One strided pass gathers the sample's keys (two cache misses each with a
-    // residual); the selection then scans the contiguous copy, twice.
-    const auto sample = std::make_unique_for_overwrite<std::uint32_t[]>(m);
-    if (ef)
-      for (std::size_t j = 0, i = stride / 2; j < m; ++j, i += stride)
-        sample[j] = kk::key(in[i] + r[i]);
-    else
-      for (std::size_t j = 0, i = stride / 2; j < m; ++j, i += stride) sample[j] = kk::key(in[i]);
-    const kk::threshold t = kk::kth_largest(m, rank, [&](std::size_t j) { return sample[j]; });
+    const kk::sample_plan sp = kk::plan_sample(n, k);
+    const auto sample = std::make_unique_for_overwrite<std::uint32_t[]>(sp.m);
+    kk::sample_keys(sp, in.data(), ef ? r.data() : nullptr, sample.get());
+    const kk::threshold t =
+        kk::kth_largest(sp.m, sp.rank, [&](std::size_t j) { return sample[j]; });
     reserve(2 * k);
     const auto res = kk::gather(ef ? kk::source::input_plus_r : kk::source::input, in.data(),
                                 ef ? r.data() : nullptr, n, std::bit_cast<float>(t.key), 2 * k,

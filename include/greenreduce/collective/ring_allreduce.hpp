@@ -901,10 +901,15 @@ class ring_allreduce {
       auto decode = [&](std::span<const std::byte> f, const piece& pc) {
         ent_idx_.clear();
         ent_val_.clear();
-        codec_.decode_entries(f, pc.count, [&](std::size_t i, float v) {
+        auto keep = [&](std::size_t i, float v) {
           ent_idx_.push_back(i);
           ent_val_.push_back(v);
-        });
+        };
+        // Every frame here was validated on arrival or written by this rank.
+        if constexpr (requires { codec_.decode_validated_entries(f, pc.count, keep); })
+          codec_.decode_validated_entries(f, pc.count, keep);
+        else
+          codec_.decode_entries(f, pc.count, keep);
         kernels::expand_streaming(ent_idx_.data(), ent_val_.data(), ent_idx_.size(),
                                   data.subspan(pc.offset, pc.count));
         w += codec_.decode_work(pc.count);

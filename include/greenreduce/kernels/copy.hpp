@@ -216,6 +216,10 @@ void save_and_zero(std::span<float> x, float* saved) noexcept {
 /// of out is written once, zeros with the entries that fall into it, so the
 /// result costs no read of out's lines and no random access (a decode that
 /// zero-fills first and scatters after misses the cache once per entry).
+/// The zeros up to the next entry's batch go out in a tight loop, and an
+/// entry enters its batch by a select against the lane number, in registers
+/// (a store to a stack copy of the batch and its reload stalled the store
+/// forwarding once per entry: this pass took twice a plain zero-fill at 1%).
 template <class Arch = xsimd::default_arch>
 void expand_streaming(const std::uint64_t* idx, const float* val, std::size_t count,
                       std::span<float> out) noexcept {
@@ -229,17 +233,23 @@ void expand_streaming(const std::uint64_t* idx, const float* val, std::size_t co
     for (; j < count && idx[j] < end; ++j) out[idx[j]] = val[j];
   };
   put_scalar(0, head);
-  std::size_t i = head;
   const batch zero(0.0F);
-  alignas(64) float lanes[w];
-  for (; i + w <= n; i += w) {
-    if (j < count && idx[j] < i + w) {
-      zero.store_aligned(lanes);
-      for (; j < count && idx[j] < i + w; ++j) lanes[idx[j] - i] = val[j];
-      detail::store_stream<Arch>(out.data() + i, batch::load_aligned(lanes));
-    } else {
-      detail::store_stream<Arch>(out.data() + i, zero);
-    }
+  alignas(64) float lane_of[w];
+  for (std::size_t l = 0; l < w; ++l) lane_of[l] = static_cast<float>(l);
+  const batch lane = batch::load_aligned(lane_of);
+  const std::size_t body_end = n - (n - head) % w;  // batches cover [head, body_end)
+  std::size_t i = head;
+  while (i < body_end) {
+    // Zeros up to the batch that holds the next entry (or to the end).
+    const std::size_t next = j < count && idx[j] < body_end ? idx[j] : body_end;
+    const std::size_t stop = i + (next - i) / w * w;
+    for (; i < stop; i += w) detail::store_stream<Arch>(out.data() + i, zero);
+    if (i == body_end) break;
+    batch v = zero;
+    for (; j < count && idx[j] < i + w; ++j)
+      v = xsimd::select(lane == batch(static_cast<float>(idx[j] - i)), batch(val[j]), v);
+    detail::store_stream<Arch>(out.data() + i, v);
+    i += w;
   }
   detail::stream_fence();
   put_scalar(i, n);

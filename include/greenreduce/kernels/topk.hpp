@@ -34,6 +34,7 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include "greenreduce/core/config.hpp"
 #include "greenreduce/kernels/random_bits.hpp"
 
 namespace greenreduce::kernels::topk {
@@ -95,6 +96,58 @@ std::size_t keep_selected(std::uint64_t* idx, float* val, std::size_t count, thr
     }
   }
   return out;
+}
+
+/// Where sampled top-k takes its threshold sample (codec/topk.hpp; the CUDA
+/// codec and its host replay use the same plan). Deep Gradient Compression
+/// samples m0 = 1024 n/k elements (at least 4096, at most n), one every
+/// n/m0; here the same number comes in runs of `block` consecutive elements
+/// (16 floats, one 64-byte line), one run every stride = block * floor(n/m0)
+/// elements, each run starting at the stride's middle block: m = block *
+/// floor(n/stride) keys, spread over all but fewer than `stride` trailing
+/// elements. At k = n/100 that reads one line in ten (at most two when the
+/// data is not 64-byte aligned) instead of every line, so the sample no
+/// longer costs a second full read of the data before the gather. The
+/// threshold is the rank-th largest sampled key, rank = ceil(1.25 k m / n).
+struct sample_plan {
+  static constexpr std::uint64_t block = 16;
+  std::uint64_t m = 0;       ///< sampled elements, a multiple of block
+  std::uint64_t stride = 0;  ///< elements from one run to the next, a multiple of block
+  std::uint64_t rank = 0;    ///< the threshold is the rank-th largest sampled key (1..m)
+  /// Element index of the first sample of each run within its stride.
+  GREENREDUCE_HOST_DEVICE std::uint64_t first() const { return (stride / block - 1) / 2 * block; }
+  /// The element index of sample j (0 <= j < m): strictly increasing, below n.
+  GREENREDUCE_HOST_DEVICE std::uint64_t position(std::uint64_t j) const {
+    return (j / block) * stride + first() + j % block;
+  }
+};
+
+/// The plan for n elements and k to send; needs n >= 65536 and 1 <= k <= n/8
+/// (the sampled mode's range).
+inline sample_plan plan_sample(std::uint64_t n, std::uint64_t k) noexcept {
+  const std::uint64_t m0 =
+      std::min<std::uint64_t>(n, std::max<std::uint64_t>(4096, (1024 * n + k - 1) / k));
+  sample_plan p;
+  p.stride = sample_plan::block * (n / m0);
+  p.m = sample_plan::block * (n / p.stride);
+  p.rank = std::clamp<std::uint64_t>((5 * k * p.m + 4 * n - 1) / (4 * n), 1, p.m);
+  return p;
+}
+
+/// sample[j] = key(e) at plan position j, e = x (+ r when r is not null).
+inline void sample_keys(const sample_plan& p, const float* x, const float* r,
+                        std::uint32_t* sample) noexcept {
+  constexpr std::uint64_t b = sample_plan::block;
+  const float* xs = x + p.first();
+  const float* rs = r == nullptr ? nullptr : r + p.first();
+  for (std::uint64_t j = 0; j < p.m; j += b, xs += p.stride, sample += b) {
+    if (rs != nullptr) {
+      for (std::uint64_t l = 0; l < b; ++l) sample[l] = key(xs[l] + rs[l]);
+      rs += p.stride;
+    } else {
+      for (std::uint64_t l = 0; l < b; ++l) sample[l] = key(xs[l]);
+    }
+  }
 }
 
 /// What gather reads and writes.
