@@ -151,6 +151,14 @@ class topk {
     }
   };
 
+  // The sections of a payload of `bytes` bytes at p whose first 12 bytes
+  // declare `count` values (no checks: parse() makes them).
+  static parsed sections(const std::byte* p, std::size_t bytes) noexcept {
+    const auto count = static_cast<std::size_t>(load_le<std::uint64_t>(p + 4));
+    return {static_cast<kernels::topk::index_coding>(load_le<std::uint8_t>(p)), count, p + 12,
+            reinterpret_cast<const std::uint8_t*>(p + 12 + 4 * count), bytes - 12 - 4 * count};
+  }
+
   parsed parse(std::span<const std::byte> frame, std::size_t n) const {
     const auto v = parse_frame(frame, frame_expect{}.of(wire_id).count(n));
     const std::size_t bytes = v.payload.size();
@@ -173,9 +181,7 @@ class topk {
       throw decode_error(greenreduce::detail::str("topk frame declares ", count, " values (",
                                                   4 * count, " bytes) but only ", bytes - 12,
                                                   " payload bytes follow"));
-    parsed r{static_cast<kernels::topk::index_coding>(coding), static_cast<std::size_t>(count),
-             p + 12, reinterpret_cast<const std::uint8_t*>(p + 12 + 4 * count),
-             bytes - 12 - 4 * static_cast<std::size_t>(count)};
+    const parsed r = sections(p, bytes);
     for (std::size_t j = 0; j < r.count; ++j)
       if (!std::isfinite(r.value(j)))
         throw decode_error(
@@ -217,12 +223,9 @@ class topk {
   /// without checking the frame a second time.
   template <class F>
   void decode_validated_entries(std::span<const std::byte> frame, std::size_t n, F f) const {
-    const std::byte* p = frame.data() + frame_header_bytes;
-    const auto payload = static_cast<std::size_t>(load_le<std::uint64_t>(frame.data() + 16));
-    const auto count = static_cast<std::size_t>(load_le<std::uint64_t>(p + 4));
-    const parsed r{static_cast<kernels::topk::index_coding>(load_le<std::uint8_t>(p)), count,
-                   p + 12, reinterpret_cast<const std::uint8_t*>(p + 12 + 4 * count),
-                   payload - 12 - 4 * count};
+    const auto payload =  // the frame header's payload_bytes (core/frame.hpp)
+        static_cast<std::size_t>(load_le<std::uint64_t>(frame.data() + 16));
+    const parsed r = sections(frame.data() + frame_header_bytes, payload);
     apply(r, n, [&](std::size_t j, std::size_t i) { f(i, r.value(j)); });
   }
 

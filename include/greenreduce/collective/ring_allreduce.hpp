@@ -266,6 +266,7 @@ class ring_allreduce {
     if (opts_.note_bytes > max_note_bytes)
       throw config_error(detail::str("ring_allreduce note_bytes must be <= ", max_note_bytes,
                                      ", got ", opts_.note_bytes));
+    agree_out_.resize(ring_detail::agree_bytes + opts_.note_bytes);
     if (opts_.segment_bytes < sizeof(float))
       throw config_error(
           detail::str("ring_allreduce segment_bytes must be >= 4, got ", opts_.segment_bytes));
@@ -536,7 +537,6 @@ class ring_allreduce {
     mine.segment_elems = seg_;
     mine.capacity = max_count_;
     const std::size_t hb = ring_detail::agree_bytes;
-    if (agree_out_.size() != hb + opts_.note_bytes) agree_out_.resize(hb + opts_.note_bytes);
     const auto out = std::span<std::byte>(agree_out_);
     ring_detail::write(out.first(hb), mine);
     if (note.empty())
