@@ -80,7 +80,7 @@ struct config {
   bool check = false;
   bool json = false;
   std::uint64_t seed = 1;
-  std::size_t segment_bytes = 4 << 20;
+  std::size_t segment_bytes = 0;  // 0: the ring's automatic choice
   gr::collective::reduce_op op = gr::collective::reduce_op::sum;
   bool error_feedback = false;
   std::string energy_profile;  // empty: from the environment
@@ -193,7 +193,8 @@ config parse(int argc, char** argv) {
     }
   }
   for (auto& s : c.sizes) s = s / 4 * 4;  // whole floats
-  if (c.segment_bytes < 4) usage_error("--segment-bytes must be >= 4");
+  if (c.segment_bytes != 0 && c.segment_bytes < 4)
+    usage_error("--segment-bytes must be >= 4 (or 0: automatic)");
   const auto process = gr::env_source::process();
   std::string profile = c.energy_profile;
   if (profile.empty() && c.transport == "nccl" && !process.get("GREENREDUCE_ENERGY_PROFILE"))

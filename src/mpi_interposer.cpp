@@ -56,7 +56,7 @@ struct settings {
   bool report = false;
   bool error_feedback = false;
   std::size_t ef_entries = 16;
-  std::size_t segment_bytes = 4 * 1024 * 1024;  // measured: docs/dropin.md
+  std::size_t segment_bytes = 0;  // the ring's automatic choice; measured: docs/dropin.md
   std::chrono::milliseconds timeout{0};
   gr::energy::coefficients energy;
   std::string energy_profile;
@@ -81,9 +81,9 @@ settings read_settings(const gr::env_source& env) {
       static_cast<std::size_t>(gr::env_int(env, "GREENREDUCE_EF_ENTRIES", 16, 1, 1 << 20));
   s.segment_bytes = static_cast<std::size_t>(
       gr::env_bytes(env, "GREENREDUCE_SEGMENT_BYTES", s.segment_bytes, std::uint64_t{1} << 30));
-  if (s.segment_bytes < 4)
+  if (s.segment_bytes != 0 && s.segment_bytes < 4)
     gr::detail::bad_env("GREENREDUCE_SEGMENT_BYTES", std::to_string(s.segment_bytes),
-                        "a byte count of at least 4");
+                        "a byte count of at least 4, or 0 (automatic)");
   s.timeout = std::chrono::milliseconds(
       gr::env_int(env, "GREENREDUCE_TIMEOUT_MS", 0, 0, 24LL * 3600 * 1000));
   s.energy = gr::energy::coefficients_from_env(env);

@@ -118,6 +118,36 @@ TEST_CASE("sampled topk sends between ceil(k/2) and k elements, always the large
   }
 }
 
+TEST_CASE("topk kth_largest: the k-th largest key and its ties, against a sort", "[codec][topk]") {
+  // Keys spread over many buckets, keys crowded into one bucket (the branchless
+  // bucket scan), and few distinct keys (ties at the boundary); every k from
+  // the largest to the smallest end.
+  const auto s = test::seed(62);
+  INFO("seed " << s);
+  std::mt19937_64 gen(s);
+  for (std::size_t n : {1U, 2U, 17U, 1000U, 65537U}) {
+    for (int kind = 0; kind < 3; ++kind) {
+      std::vector<std::uint32_t> keys(n);
+      for (auto& key : keys) {
+        const auto r = static_cast<std::uint32_t>(gen());
+        key = kind == 0 ? r & kk::abs_mask : kind == 1 ? 0x3F800000U | (r & 0xFFFFFU) : 1 + r % 5;
+      }
+      std::vector<std::uint32_t> sorted = keys;
+      std::sort(sorted.begin(), sorted.end(), std::greater<>());
+      for (std::uint64_t k : {std::uint64_t{1}, std::uint64_t{n / 3 + 1}, std::uint64_t{n / 2 + 1},
+                              std::uint64_t{n}, std::uint64_t{1 + gen() % n}}) {
+        INFO("n " << n << " kind " << kind << " k " << k);
+        const auto t = kk::kth_largest(n, k, [&](std::size_t i) { return keys[i]; });
+        REQUIRE(t.key == sorted[k - 1]);
+        const auto greater = static_cast<std::uint64_t>(
+            std::count_if(keys.begin(), keys.end(), [&](std::uint32_t v) { return v > t.key; }));
+        CHECK(t.ties == k - greater);
+        CHECK(t.ties >= 1);
+      }
+    }
+  }
+}
+
 TEST_CASE("topk sample plan: runs of 16 spread over the data, DGC's m and rank", "[codec][topk]") {
   const auto s = test::seed(58);
   INFO("seed " << s);
@@ -132,7 +162,7 @@ TEST_CASE("topk sample plan: runs of 16 spread over the data, DGC's m and rank",
     INFO("n " << n << " k " << k);
     const auto p = kk::plan_sample(n, k);
     const std::uint64_t m0 =
-        std::min<std::uint64_t>(n, std::max<std::uint64_t>(4096, (1024 * n + k - 1) / k));
+        std::min<std::uint64_t>(n, std::max<std::uint64_t>(4096, (512 * n + k - 1) / k));
     CHECK(p.stride == 16 * (n / m0));
     CHECK(p.m % 16 == 0);
     // As many samples as DGC's one-every-n/m0 sample, up to one run.

@@ -291,6 +291,47 @@ TEST_CASE("ring allreduce mismatches throw mismatch_error on every rank", "[ring
         },
         "the segment size");
   }
+  SECTION("automatic segment size: 4 MiB for a dense codec") {
+    expect_all_mismatch(
+        [&](inproc& t, std::vector<float>& x) {
+          ring_options opts;  // rank 2 states the entry codecs' size
+          if (t.rank() == 2) opts.segment_bytes = collective::default_entry_segment_bytes;
+          collective::ring_allreduce<codec::int8, inproc> ring(t, n, codec::int8(), opts);
+          ring.run(std::span(x).first(n));
+        },
+        "the segment size: rank 0 has 1048576 elements but rank 2 has 4194304");
+  }
+  SECTION("automatic segment size: 16 MiB for top-k") {
+    expect_all_mismatch(
+        [&](inproc& t, std::vector<float>& x) {
+          ring_options opts;  // rank 1 states the dense codecs' size
+          if (t.rank() == 1) opts.segment_bytes = collective::default_segment_bytes;
+          const auto c = codec::topk::ratio(0.1);
+          collective::ring_allreduce<codec::topk, inproc> ring(t, n, c, opts);
+          ring.run(std::span(x).first(n));
+        },
+        "the segment size: rank 0 has 4194304 elements but rank 1 has 1048576");
+  }
+}
+
+TEST_CASE("ring allreduce: an automatic segment size agrees with the same size stated",
+          "[ring][mismatch]") {
+  // 0 resolves to the codec family's default on every rank, so ranks that
+  // state that size explicitly run with those that leave it automatic.
+  const int p = 3;
+  const std::size_t n = 1000;
+  auto errors = test::on_ranks(p, [&](inproc& t) {
+    ring_options opts;
+    if (t.rank() == 1) opts.segment_bytes = collective::default_entry_segment_bytes;
+    collective::ring_allreduce<codec::topk, inproc> ring(t, n, codec::topk::ratio(0.5), opts);
+    auto x = input(t.rank(), n, 7);
+    ring.run(x);
+    ring_options dense;
+    if (t.rank() == 2) dense.segment_bytes = collective::default_segment_bytes;
+    collective::ring_allreduce<codec::none, inproc> plain(t, n, {}, dense);
+    plain.run(x);
+  });
+  test::rethrow_any(errors);
 }
 
 TEST_CASE("ring allreduce: a length beyond max_count fails on every rank", "[ring][mismatch]") {

@@ -6,8 +6,8 @@
 //            indices (kernels/topk.hpp). Histogram + nth_element, a few passes.
 //   sampled  Deep Gradient Compression's estimate (Lin et al., ICLR 2018): the
 //            threshold is the ceil(1.25·k·m/n)-th largest |x| of a sample of
-//            m ~ max(4096, 1024·n/k) elements (capped at n) in runs of 16
-//            consecutive elements spread over the data (one cache line in ten
+//            m ~ max(4096, 512·n/k) elements (capped at n) in runs of 16
+//            consecutive elements spread over the data (one cache line in twenty
 //            at k = n/100; kernels::topk::sample_plan), then one streaming
 //            pass keeps every |x| >= threshold (at most 2k). When more
 //            than k qualify, the exact top-k of those is sent — which is the
