@@ -649,10 +649,13 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
   }
   std::vector<float> sum(K > 1 ? P : 0, 0.0F);
   std::size_t summed = 0;  // samples in `sum`
+  // Pulling before every round: each push brings the next round's parameters
+  // back in its reply (worker::push_pull), one round trip a step, not two.
+  const bool fused = setup.pull_every == 1;
   train_loop(
       c, mode, false, acc, params, out,
       [&](std::vector<float>& p, std::uint64_t step) {
-        if (step % pull_every != 0) return;
+        if (step % pull_every != 0 || (fused && step > 0)) return;
         each_key([&](const ps::key_spec& k, std::size_t off) {
           acc.add(wk.pull(k.name, std::span<float>(p).subspan(off, k.length)), step);
         });
@@ -669,7 +672,10 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
         const std::vector<float>& g = K > 1 ? sum : grad;
         wk.set_samples(static_cast<std::uint32_t>(K > 1 ? summed : b));
         each_key([&](const ps::key_spec& k, std::size_t off) {
-          acc.add(wk.push(k.name, std::span<const float>(g).subspan(off, k.length)), step);
+          const auto gk = std::span<const float>(g).subspan(off, k.length);
+          acc.add(fused ? wk.push_pull(k.name, gk, std::span<float>(params).subspan(off, k.length))
+                        : wk.push(k.name, gk),
+                  step);
         });
         if (K > 1) {
           std::fill(sum.begin(), sum.end(), 0.0F);

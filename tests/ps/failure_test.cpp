@@ -2,6 +2,7 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 #include "ps/harness.hpp"
@@ -122,6 +123,17 @@ TEST_CASE("ps: wrong codec, unknown key, malformed bytes and local checks", "[ps
           CHECK(raw_exchange(t, std::span(m).first(ps::request_header_bytes + len - 4), &text)
                     .status == ps::reply_status::bad_request);
           CHECK(text.find("key 'a'") != std::string::npos);
+          {  // a well-formed frame whose element 6 is NaN: the server's finiteness check
+            auto nan_frame = m;
+            const float nan = std::nanf("");
+            std::memcpy(nan_frame.data() + ps::request_header_bytes + frame_header_bytes + 4 * 6,
+                        &nan, 4);
+            h.payload_bytes = len;
+            ps::write_request(nan_frame, h);
+            CHECK(raw_exchange(t, std::span(nan_frame).first(ps::request_header_bytes + len), &text)
+                      .status == ps::reply_status::bad_request);
+            CHECK(text.find("element 6 decodes to nan") != std::string::npos);
+          }
           h.payload_bytes = len;
           h.step = 5;  // async accepts only the worker's next step
           ps::write_request(m, h);

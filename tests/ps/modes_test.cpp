@@ -218,6 +218,169 @@ TEST_CASE("ps sync: equals single-process momentum SGD on the same gradients", "
   CHECK(updates == steps * keys.size());
 }
 
+TEST_CASE("ps push_pull: every sync step's parameters in the push's reply", "[ps][sync]") {
+  // The same reference as above, checked after every step: push_pull returns
+  // what a pull right after the completed step returns, in one round trip.
+  const std::uint64_t seed = test::seed(11);
+  const int S = 2, W = 3, steps = 5;
+  const std::vector<ps::key_spec> keys{{"w1", 257}, {"b1", 3}, {"one", 1}, {"empty", 0}};
+  const float lr = 0.05F, mom = 0.9F;
+  std::vector<std::vector<float>> ref(keys.size()), vel(keys.size());
+  for (std::size_t k = 0; k < keys.size(); ++k) {
+    ref[k] = test::normal_floats(keys[k].length, seed + 99 + k);
+    vel[k].assign(keys[k].length, 0.0F);
+  }
+  const auto init = ref;
+  std::vector<std::vector<std::vector<float>>> after(static_cast<std::size_t>(steps), ref);
+  for (int t = 0; t < steps; ++t) {
+    for (std::size_t k = 0; k < keys.size(); ++k) {
+      std::vector<float> g(keys[k].length, 0.0F);
+      for (int w = 0; w < W; ++w) {
+        const auto gw = grad_of(seed, w, k, static_cast<std::uint64_t>(t), keys[k].length);
+        for (std::size_t i = 0; i < g.size(); ++i) g[i] += gw[i];
+      }
+      for (std::size_t i = 0; i < g.size(); ++i) {
+        vel[k][i] = mom * vel[k][i] + g[i] / static_cast<float>(W);
+        ref[k][i] -= lr * vel[k][i];
+      }
+    }
+    after[static_cast<std::size_t>(t)] = ref;
+  }
+  test::ps_world world(S + W);
+  std::mutex m;
+  std::vector<ps::server_stats> stats(static_cast<std::size_t>(S));
+  // Per worker, step and key: what push_pull returned and its report (checked
+  // below, on this thread: Catch's assertions are not for worker threads).
+  struct got {
+    std::vector<float> params;
+    report rep;
+    std::uint64_t step_after = 0, hello = 0;
+  };
+  std::vector<got> results(static_cast<std::size_t>(W * steps) * keys.size());
+  auto slot = [&](int w, int step, std::size_t k) -> got& {
+    return results[(static_cast<std::size_t>(w * steps + step)) * keys.size() + k];
+  };
+  test::run_ranks(
+      world, S, S + W,
+      [&](endpoint& t) {
+        ps::server<endpoint> srv(t, ps::roles(S, S + W), keys, ps::sgd(lr, mom));
+        for (std::size_t k : srv.layout().keys_of[static_cast<std::size_t>(t.rank())])
+          srv.init(keys[k].name, init[k]);
+        srv.run();
+        std::lock_guard lock(m);
+        stats[static_cast<std::size_t>(t.rank())] = srv.stats();
+      },
+      [&](endpoint& t) {
+        ps::worker<endpoint> wk(t, ps::roles(S, S + W), keys);
+        const int w = wk.index();
+        std::vector<char> contacted(S, 0);
+        for (int step = 0; step < steps; ++step)
+          for (std::size_t k = 0; k < keys.size(); ++k) {
+            const auto g = grad_of(seed, w, k, static_cast<std::uint64_t>(step), keys[k].length);
+            got& r = slot(w, step, k);
+            r.params.assign(keys[k].length, -1.0F);
+            r.rep = wk.push_pull(keys[k].name, g, r.params);
+            r.step_after = wk.step(keys[k].name);
+            const auto s = static_cast<std::size_t>(wk.layout().owner[k]);
+            r.hello = std::exchange(contacted[s], 1) == 0 ? 1 : 0;
+          }
+      });
+  constexpr auto H = transport::inproc_header_bytes;
+  for (int w = 0; w < W; ++w)
+    for (int step = 0; step < steps; ++step)
+      for (std::size_t k = 0; k < keys.size(); ++k) {
+        INFO("worker " << w << " step " << step << " key " << keys[k].name << " seed " << seed);
+        const got& r = slot(w, step, k);
+        CHECK(r.rep.op == "push_pull");
+        CHECK(r.rep.raw_bytes == 8 * keys[k].length);
+        CHECK(r.step_after == static_cast<std::uint64_t>(step) + 1);
+        // One request and one reply (plus the first contact's hello): the
+        // reply carries the parameters as a plain pull's would.
+        CHECK(r.rep.bytes_received == ps::reply_header_bytes + frame_header_bytes +
+                                          4 * keys[k].length + H +
+                                          r.hello * (ps::reply_header_bytes + H));
+        const auto& want = after[static_cast<std::size_t>(step)][k];
+        REQUIRE(r.params.size() == want.size());
+        for (std::size_t i = 0; i < want.size(); ++i) {
+          INFO("element " << i);
+          REQUIRE(std::abs(r.params[i] - want[i]) <= 1e-5F * (1.0F + std::abs(want[i])));
+        }
+      }
+  for (const auto& st : stats) {
+    CHECK(st.rejected == 0);
+    CHECK(st.dropped.empty());
+  }
+}
+
+TEST_CASE("ps push_pull: SSP answers with the parameters after the push; encoded, a pull first",
+          "[ps][ssp][codec]") {
+  // One worker, so SSP applies each push at once: the reply holds exactly the
+  // parameters after it (fp32), or those through the int8 pull codec.
+  const std::uint64_t seed = test::seed(12);
+  const std::vector<ps::key_spec> keys{{"w", 300}};
+  const float lr = 0.1F, mom = 0.5F;
+  const int steps = 4;
+  for (bool encoded : {false, true}) {
+    INFO("encoded " << encoded << " seed " << seed);
+    auto ref = test::normal_floats(300, seed + 1);
+    const auto init = ref;
+    std::vector<float> vel(300, 0.0F);
+    std::vector<std::vector<float>> want, got(steps);
+    std::vector<report> reps(steps);
+    std::uint64_t rejected = 1;
+    for (int step = 0; step < steps; ++step) {
+      const auto g = grad_of(seed, 0, 0, static_cast<std::uint64_t>(step), 300);
+      for (std::size_t i = 0; i < 300; ++i) {
+        vel[i] = mom * vel[i] + g[i];
+        ref[i] -= lr * vel[i];
+      }
+      want.push_back(ref);
+    }
+    test::ps_world world(2);
+    test::run_ranks(
+        world, 1, 2,
+        [&](endpoint& t) {
+          ps::ps_options o;
+          o.mode = ps::consistency::bounded_staleness(2);
+          ps::server<endpoint, codec::none, codec::int8> srv(
+              t, ps::roles(1, 2), keys, ps::sgd(lr, mom), o, codec::none{}, codec::int8());
+          srv.init("w", init);
+          srv.run();
+          rejected = srv.stats().rejected;
+        },
+        [&](endpoint& t) {
+          ps::worker_options wo;
+          wo.encoded_pull = encoded;
+          ps::worker<endpoint, codec::none, codec::int8> wk(t, ps::roles(1, 2), keys, wo,
+                                                            codec::none{}, codec::int8());
+          for (int step = 0; step < steps; ++step) {
+            auto& p = got[static_cast<std::size_t>(step)];
+            p.resize(300);
+            reps[static_cast<std::size_t>(step)] =
+                wk.push_pull("w", grad_of(seed, 0, 0, static_cast<std::uint64_t>(step), 300), p);
+          }
+        });
+    CHECK(rejected == 0);
+    const std::uint64_t plain_params = ps::reply_header_bytes + frame_header_bytes + 1200;
+    for (int step = 0; step < steps; ++step) {
+      INFO("step " << step);
+      const auto& rep = reps[static_cast<std::size_t>(step)];
+      if (!encoded)
+        CHECK(rep.bytes_received >= plain_params);
+      else  // int8: about a quarter of the bytes; the first call also pulled once
+        CHECK(rep.bytes_received < (step == 0 ? 2 : 1) * plain_params / 2);
+      const auto& w = want[static_cast<std::size_t>(step)];
+      float scale = 0.0F;
+      for (float v : w) scale = std::max(scale, std::abs(v));
+      const float tol = encoded ? scale / 127.0F : 1e-6F * (1.0F + scale);
+      for (std::size_t i = 0; i < 300; ++i) {
+        INFO("element " << i);
+        REQUIRE(std::abs(got[static_cast<std::size_t>(step)][i] - w[i]) <= tol);
+      }
+    }
+  }
+}
+
 TEST_CASE("ps async: converges to the least-squares optimum", "[ps][async]") {
   solve(ps::consistency::async(), 3, 400, test::seed(11));
 }

@@ -30,8 +30,12 @@ TEST_CASE("protocol: requests and replies round-trip", "[ps][protocol]") {
     h.codec_hash = gen();
     h.compute_ns = gen();
     h.payload_bytes = gen() % 64;
+    h.flags = i % 3 == 0   ? 0
+              : i % 3 == 1 ? ps::request_flags::with_params
+                           : ps::request_flags::with_params | ps::request_flags::encoded_params;
     const auto m = request(h, h.payload_bytes);
     const auto v = ps::parse_request(m);
+    CHECK(v.header.flags == h.flags);
     CHECK(v.header.key == h.key);
     CHECK(v.header.samples == h.samples);
     CHECK(v.header.step == h.step);
@@ -79,9 +83,25 @@ TEST_CASE("protocol: every malformed request is a decode_error", "[ps][protocol]
     m[5] = std::byte{k};
     CHECK_THROWS_MATCHES(ps::parse_request(m), decode_error, what_has("kind is"));
   }
-  m = good;
-  m[6] = std::byte{1};
-  CHECK_THROWS_MATCHES(ps::parse_request(m), decode_error, what_has("flags"));
+  // Flags: with_params (0x1) and with_params | encoded_params (0x3), on a push only.
+  for (std::uint16_t f : {1, 3}) {
+    m = good;
+    store_le<std::uint16_t>(m.data() + 6, f);
+    CHECK(ps::parse_request(m).header.flags == f);
+  }
+  for (std::uint16_t f : {2, 4, 5, 0x8001}) {
+    m = good;
+    store_le<std::uint16_t>(m.data() + 6, f);
+    CHECK_THROWS_MATCHES(ps::parse_request(m), decode_error,
+                         what_has("flags are 0x", "on a push, 0x1 or 0x3"));
+  }
+  {
+    ps::request_header pl;
+    pl.kind = ps::request_kind::pull;
+    pl.flags = ps::request_flags::with_params;
+    CHECK_THROWS_MATCHES(ps::parse_request(request(pl, 0)), decode_error,
+                         what_has("flags are 0x1"));
+  }
   m = good;
   store_le<std::uint64_t>(m.data() + 48, ~0ULL);  // a huge declared payload is never trusted
   CHECK_THROWS_AS(ps::parse_request(m), decode_error);

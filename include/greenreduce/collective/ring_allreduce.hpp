@@ -138,9 +138,9 @@ struct ring_options {
   /// fp32 bytes per pipelined segment (>= 4); 0 (the default) chooses
   /// default_segment_bytes, or default_entry_segment_bytes for entry codecs.
   std::size_t segment_bytes = 0;
-  bool error_feedback = false;          ///< residual on the owned chunk's allgather encode
-  bool keep_input = true;               ///< save the input so that an error leaves it unchanged
-  std::uint64_t seed = 0;               ///< seed of the codec rng (stream = rank)
+  bool error_feedback = false;  ///< residual on the owned chunk's allgather encode
+  bool keep_input = true;       ///< save the input so that an error leaves it unchanged
+  std::uint64_t seed = 0;       ///< seed of the codec rng (stream = rank)
   algorithm algo = algorithm::automatic;
   /// The model that fills every report's energy estimate; empty means
   /// energy::default_model() (GREENREDUCE_ENERGY_* of the process).
@@ -280,8 +280,9 @@ class ring_allreduce {
                                      ", got ", opts_.note_bytes));
     agree_out_.resize(ring_detail::agree_bytes + opts_.note_bytes);
     if (opts_.segment_bytes != 0 && opts_.segment_bytes < sizeof(float))
-      throw config_error(detail::str("ring_allreduce segment_bytes must be >= 4 (or 0: automatic), got ",
-                                     opts_.segment_bytes));
+      throw config_error(
+          detail::str("ring_allreduce segment_bytes must be >= 4 (or 0: automatic), got ",
+                      opts_.segment_bytes));
     if (opts_.algo == algorithm::allgather_sparse && !codec::sparse_codec<Codec>)
       throw config_error(
           detail::str("ring_allreduce: algorithm allgather_sparse needs a sparse "

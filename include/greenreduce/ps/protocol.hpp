@@ -20,7 +20,11 @@
 //     0    4 magic        "GRPQ"
 //     4    1 version      protocol_version (1)
 //     5    1 kind         request_kind
-//     6    2 flags        must be 0
+//     6    2 flags        0, or on a push request_flags: bit 0 with_params (the
+//                         reply carries the key's parameters once the push is
+//                         acknowledged, as a pull's reply would), bit 1
+//                         encoded_params (those in the pull codec, else fp32;
+//                         only with bit 0)
 //     8    4 key          key id (index in the shared key list)
 //    12    4 samples      samples the worker processed for this push (0: unknown);
 //                         mode: the consistency kind (1 sync, 2 async, 3 ssp)
@@ -41,9 +45,14 @@
 //    12    4 reserved     must be 0
 //    16    8 step         key step after the push / of the pulled parameters /
 //                         the first step a mode change applies to
-//    24    8 length       elements (pull), workers (shares), the server's
+//    24    8 length       elements (pull, push with_params), workers (shares), the server's
 //                         receive bound in bytes (hello), 0 otherwise
 //    32    8 payload      payload bytes that follow
+//
+// A push with_params saves the pull that would follow it: one round trip and
+// one request per step instead of two (BytePS's push-pull). The reply's kind
+// is push; its step and payload are what a pull right after the
+// acknowledgement would return.
 //
 // Parsers check every field against the bytes actually received and never use
 // a declared length to allocate: the caller's receive buffer bounds them.
@@ -77,6 +86,12 @@ enum class request_kind : std::uint8_t {
   mode = 6,    ///< no payload; schedules a consistency change (see the header comment)
 };
 
+/// Bits of a push request's flags word.
+namespace request_flags {
+inline constexpr std::uint16_t with_params = 1U << 0;     ///< reply with the parameters
+inline constexpr std::uint16_t encoded_params = 1U << 1;  ///< ... in the pull codec
+}  // namespace request_flags
+
 enum class reply_status : std::uint16_t {
   ok = 0,
   bad_request = 1,   ///< malformed header or payload (decode_error on the worker)
@@ -109,6 +124,7 @@ constexpr std::string_view to_string(request_kind k) noexcept {
 
 struct request_header {
   request_kind kind = request_kind::push;
+  std::uint16_t flags = 0;  ///< request_flags (push only)
   std::uint32_t key = 0;
   std::uint32_t samples = 0;
   std::uint64_t step = 0;
@@ -136,7 +152,7 @@ inline void write_request(std::span<std::byte> out, const request_header& h) {
   store_le<std::uint32_t>(p + 0, request_magic);
   store_le<std::uint8_t>(p + 4, protocol_version);
   store_le<std::uint8_t>(p + 5, static_cast<std::uint8_t>(h.kind));
-  store_le<std::uint16_t>(p + 6, 0);
+  store_le<std::uint16_t>(p + 6, h.flags);
   store_le<std::uint32_t>(p + 8, h.key);
   store_le<std::uint32_t>(p + 12, h.samples);
   store_le<std::uint64_t>(p + 16, h.step);
@@ -187,10 +203,15 @@ inline message_view<request_header> parse_request(std::span<const std::byte> msg
     throw decode_error(
         detail::str("request kind is ", unsigned{kind},
                     ", expected 1 (push), 2 (pull), 3 (shares), 4 (bye), 5 (hello) or 6 (mode)"));
-  if (const auto f = load_le<std::uint16_t>(p + 6); f != 0)
-    throw decode_error(detail::str("request flags are 0x", std::hex, f, ", expected 0"));
+  const auto flags = load_le<std::uint16_t>(p + 6);
+  if (flags != 0 && (kind != static_cast<std::uint8_t>(request_kind::push) ||
+                     (flags != request_flags::with_params &&
+                      flags != (request_flags::with_params | request_flags::encoded_params))))
+    throw decode_error(detail::str("request flags are 0x", std::hex, flags,
+                                   ", expected 0 (or, on a push, 0x1 or 0x3)"));
   request_header h;
   h.kind = static_cast<request_kind>(kind);
+  h.flags = flags;
   h.key = load_le<std::uint32_t>(p + 8);
   h.samples = load_le<std::uint32_t>(p + 12);
   h.step = load_le<std::uint64_t>(p + 16);

@@ -73,6 +73,7 @@
 #include "greenreduce/core/report.hpp"
 #include "greenreduce/core/rng.hpp"
 #include "greenreduce/energy/model.hpp"
+#include "greenreduce/kernels/copy.hpp"
 #include "greenreduce/ps/options.hpp"
 #include "greenreduce/ps/placement.hpp"
 #include "greenreduce/ps/protocol.hpp"
@@ -314,7 +315,8 @@ class server {
     bool left = false;       // said bye
     bool in_flight = false;  // a request of it is unanswered
     clock::time_point last_seen{};
-    double rate = 0;  // samples/s, exponential moving average
+    double rate = 0;               // samples/s, exponential moving average
+    std::uint16_t push_flags = 0;  // request_flags of its push awaiting acknowledgement
   };
   struct outgoing {
     int worker;
@@ -504,7 +506,8 @@ class server {
       return {{reply_status::bad_request, detail::str(what(), ": key '", key.name, "': ", e.what(),
                                                       "; server parameters unchanged")}};
     }
-    for (std::size_t i = 0; i < key.length; ++i)
+    if (kernels::all_finite(scratch.data(), key.length)) return std::nullopt;
+    for (std::size_t i = 0; i < key.length; ++i)  // name the first bad element
       if (!std::isfinite(scratch[i]))
         return {{reply_status::bad_request,
                  detail::str(what(), ": key '", key.name, "' element ", i, " decodes to ",
@@ -520,6 +523,7 @@ class server {
     add_stream_locked(key.length, 1);  // the finiteness scan
     const auto W = static_cast<std::size_t>(w);
     note_rate_locked(w, h);
+    workers_[W].push_flags = h.flags;
     const consistency mode = mode_at_locked(h.step);
     if (mode.mode == consistency::kind::sync) {
       if (h.step != s.clock[W] || s.pushed[W]) {
@@ -571,7 +575,7 @@ class server {
     for (int v : s.sync_waiting) {
       ++stats_.pushes_applied[static_cast<std::size_t>(v)];
       ++s.clock[static_cast<std::size_t>(v)];
-      ok_locked(v, request_kind::push, s.id, s.step, {}, out);
+      push_ok_locked(v, s, out);
     }
     s.sync_waiting.clear();
     std::fill(s.pushed.begin(), s.pushed.end(), 0);
@@ -591,7 +595,7 @@ class server {
       if (bounded && slowest != UINT64_MAX)
         stats_.max_staleness = std::max(
             stats_.max_staleness, static_cast<std::uint32_t>(p.clock - std::min(p.clock, slowest)));
-      ok_locked(p.worker, request_kind::push, s.id, s.step, {}, out);
+      push_ok_locked(p.worker, s, out);
       return true;
     });
   }
@@ -604,8 +608,23 @@ class server {
   }
 
   void pull_locked(int w, const request_header& h, std::vector<outgoing>& out) {
-    auto& s = ks_[slot_[h.key]];
-    const bool plain = h.codec_hash == codec::none{}.config_hash();
+    params_reply_locked(w, request_kind::pull, ks_[slot_[h.key]],
+                        h.codec_hash == codec::none{}.config_hash(), out);
+  }
+
+  /// Acknowledges worker w's push of key s: with the parameters when the
+  /// push asked for them (request_flags), else an empty ok.
+  void push_ok_locked(int w, key_state& s, std::vector<outgoing>& out) {
+    const std::uint16_t f = workers_[static_cast<std::size_t>(w)].push_flags;
+    if ((f & request_flags::with_params) != 0)
+      params_reply_locked(w, request_kind::push, s, (f & request_flags::encoded_params) == 0, out);
+    else
+      ok_locked(w, request_kind::push, s.id, s.step, {}, out);
+  }
+
+  /// Replies to w with key s's parameters, fp32 (`plain`) or in the pull codec.
+  void params_reply_locked(int w, request_kind kind, key_state& s, bool plain,
+                           std::vector<outgoing>& out) {
     const std::size_t cap = plain ? codec::none{}.max_encoded_bytes(s.params.size())
                                   : pull_codec_.max_encoded_bytes(s.params.size());
     byte_buffer bytes(reply_header_bytes + cap);
@@ -615,8 +634,8 @@ class server {
       len = plain ? codec::none{}.encode(s.params, body, rng_)
                   : pull_codec_.encode(s.params, body, rng_);
     } catch (const std::exception& e) {
-      reject_locked(w, h.kind, h.key, reply_status::bad_request,
-                    detail::str("server ", index_, " could not encode key '", keys_[h.key].name,
+      reject_locked(w, kind, s.id, reply_status::bad_request,
+                    detail::str("server ", index_, " could not encode key '", keys_[s.id].name,
                                 "': ", e.what()),
                     out);
       return;
@@ -625,8 +644,8 @@ class server {
     add_work_locked(plain ? codec::none{}.encode_work(s.params.size())
                           : pull_codec_.encode_work(s.params.size()));
     reply_header r;
-    r.kind = request_kind::pull;
-    r.key = static_cast<std::uint32_t>(h.key);
+    r.kind = kind;
+    r.key = static_cast<std::uint32_t>(s.id);
     r.step = s.step;
     r.length = s.params.size();
     r.payload_bytes = len;

@@ -85,6 +85,7 @@ class worker {
         rng_(opt.seed, static_cast<std::uint64_t>(t.rank())),
         steps_(keys_.size(), 0),
         bounds_(static_cast<std::size_t>(r.servers), 0),
+        pull_checked_(static_cast<std::size_t>(r.servers), 0),
         outside_at_push_(keys_.size(), 0),
         last_return_(clock::now()) {
     if (r.size != t.size())
@@ -121,19 +122,50 @@ class worker {
 
   /// Pushes the gradient of `key` for this worker's next step of that key.
   report push(std::string_view key, std::span<const float> grad) {
-    const auto t0 = enter();
-    const call_scope scope{this};
-    const std::size_t k = key_id(key, "push");
+    return push_impl(key, grad, {}, false);
+  }
+
+  /// push(key, grad), then the key's parameters into `params` (plain or
+  /// encoded, as pull), in one round trip: the server answers the push, once
+  /// it acknowledges it (sync: the step completed; SSP: within the bound),
+  /// with what a pull right after would return. Half the requests of push +
+  /// pull. Encoded, the first one to each server is preceded by a pull of the
+  /// key, which checks the server's pull codec (a push carries only the push
+  /// codec's hash). After the server acknowledged the push, a reply that does
+  /// not decode throws decode_error with the push counted (not repeated).
+  report push_pull(std::string_view key, std::span<const float> grad, std::span<float> params) {
+    return push_impl(key, grad, params, true);
+  }
+
+ private:
+  report push_impl(std::string_view key, std::span<const float> grad, std::span<float> params,
+                   bool with_params) {
+    const char* const op = with_params ? "push_pull" : "push";
+    const std::size_t k = key_id(key, op);
     const auto& spec = keys_[k];
     if (grad.size() != spec.length)
-      throw config_error(detail::str("push of key '", spec.name, "': the gradient has ",
+      throw config_error(detail::str(op, " of key '", spec.name, "': the gradient has ",
                                      grad.size(), " elements, the key has ", spec.length));
-    report rep = begin("push");
+    if (with_params && params.size() != spec.length)
+      throw config_error(detail::str(op, " of key '", spec.name, "': the output has ",
+                                     params.size(), " elements, the key has ", spec.length));
+    const auto start = clock::now();
+    report rep = begin(op);  // the checking pull's bytes, time and work count too
+    if (with_params && opt_.encoded_pull &&
+        !pull_checked_[static_cast<std::size_t>(place_.owner[k])]) {
+      const report pr = pull(key, params);
+      rep.raw_bytes += pr.raw_bytes;
+      rep.memory_bytes += pr.memory_bytes;
+      rep.compute_ops += pr.compute_ops;
+    }
+    (void)enter();
+    const call_scope scope{this};
     rep.codec = std::string(codec_.name());
-    rep.raw_bytes = 4 * static_cast<std::uint64_t>(spec.length);
+    rep.raw_bytes += 4 * static_cast<std::uint64_t>(spec.length);
     // Encode (with the residual when error feedback is on) after the header.
     const auto body = std::span<std::byte>(send_buf_).subspan(request_header_bytes);
     std::size_t len = 0;
+    message_view<reply_header> reply;
     // The residual before this push: restored unless the server acknowledges it.
     const auto saved = std::span<float>(ef_saved_).first(use_ef() ? spec.length : 0);
     if (use_ef()) {
@@ -152,6 +184,9 @@ class worker {
       add_work(rep, codec_.encode_work(spec.length));
       request_header h;
       h.kind = request_kind::push;
+      if (with_params)
+        h.flags = opt_.encoded_pull ? request_flags::with_params | request_flags::encoded_params
+                                    : request_flags::with_params;
       h.key = static_cast<std::uint32_t>(k);
       h.samples = samples_;
       h.step = steps_[k];
@@ -170,16 +205,39 @@ class worker {
             bound_of(owner), ", so its key table differs from this worker's (key '", spec.name,
             "' has ", spec.length, " elements here); nothing was sent"));
       outside_at_push_[k] = outside_ns_;
-      (void)exchange(k, std::span<const std::byte>(send_buf_).first(request_header_bytes + len),
-                     request_kind::push, spec.name);
+      reply = exchange(k, std::span<const std::byte>(send_buf_).first(request_header_bytes + len),
+                       request_kind::push, spec.name);
     } catch (...) {
       if (use_ef()) ef_[k].restore(saved);
       throw;
     }
     ++steps_[k];
-    return finish_report(rep, t0);
+    if (with_params) {  // the push landed: from here on an error does not undo it
+      rep.raw_bytes += 4 * static_cast<std::uint64_t>(spec.length);
+      add_work(rep, decode_params(reply, spec, params, op));
+    }
+    return finish_report(rep, start);
   }
 
+  /// Decodes the parameters a pull or push_pull reply carries; returns the work.
+  codec::work decode_params(const message_view<reply_header>& reply, const key_spec& spec,
+                            std::span<float> params, const char* op) {
+    if (reply.header.length != spec.length)
+      throw decode_error(detail::str(op, " of key '", spec.name, "': the reply declares ",
+                                     reply.header.length, " elements, the key has ", spec.length));
+    try {
+      if (opt_.encoded_pull) {
+        pull_codec_.decode(reply.payload, params);
+        return pull_codec_.decode_work(spec.length);
+      }
+      codec::none{}.decode(reply.payload, params);
+      return codec::none{}.decode_work(spec.length);
+    } catch (const decode_error& e) {
+      throw decode_error(detail::str(op, " of key '", spec.name, "': ", e.what()));
+    }
+  }
+
+ public:
   /// Pulls the parameters of `key` into `params` (plain or encoded, see worker_options).
   report pull(std::string_view key, std::span<float> params) {
     const auto t0 = enter();
@@ -200,22 +258,10 @@ class worker {
     const auto reply =
         exchange(k, std::span<const std::byte>(send_buf_).first(request_header_bytes),
                  request_kind::pull, spec.name);
-    if (reply.header.length != spec.length)
-      throw decode_error(detail::str("pull of key '", spec.name, "': the reply declares ",
-                                     reply.header.length, " elements, the key has ", spec.length));
-    try {
-      if (opt_.encoded_pull) {
-        rep.codec = std::string(pull_codec_.name());
-        pull_codec_.decode(reply.payload, params);
-        add_work(rep, pull_codec_.decode_work(spec.length));
-      } else {
-        rep.codec = "none";
-        codec::none{}.decode(reply.payload, params);
-        add_work(rep, codec::none{}.decode_work(spec.length));
-      }
-    } catch (const decode_error& e) {
-      throw decode_error(detail::str("pull of key '", spec.name, "': ", e.what()));
-    }
+    rep.codec = opt_.encoded_pull ? std::string(pull_codec_.name()) : "none";
+    add_work(rep, decode_params(reply, spec, params, "pull"));
+    // The server accepted this worker's pull codec (hash checked): push_pull may skip the check.
+    pull_checked_[static_cast<std::size_t>(place_.owner[k])] = 1;
     return finish_report(rep, t0);
   }
 
@@ -432,6 +478,7 @@ class worker {
   rng rng_;
   std::vector<std::uint64_t> steps_;
   std::vector<std::uint64_t> bounds_;  // per server: its receive bound (0: not asked yet)
+  std::vector<char> pull_checked_;     // per server: a pull succeeded (its pull codec matches)
   std::vector<codec::error_feedback<Codec>> ef_;  // per key, when use_ef()
   aligned_vector<float> ef_saved_;
   byte_buffer send_buf_, recv_buf_;
