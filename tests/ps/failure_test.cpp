@@ -3,6 +3,8 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstring>
+#include <limits>
+#include <string>
 #include <thread>
 
 #include "ps/harness.hpp"
@@ -149,6 +151,62 @@ TEST_CASE("ps: wrong codec, unknown key, malformed bytes and local checks", "[ps
         }
       });
   CHECK(final_a == init);
+}
+
+TEST_CASE("ps push_pull: parameters the server cannot encode leave the push counted",
+          "[ps][errors]") {
+  // The first update makes w[0] infinite (fp32 frames refuse it), the second
+  // one finite again. The push is applied either way; its reply then carries
+  // no parameters, and the worker says so without undoing the push.
+  const std::vector<ps::key_spec> keys{{"w", 4}};
+  std::vector<std::string> logs;
+  std::string first, pulled;
+  std::uint64_t step_after = 0;
+  std::vector<float> p2(4, 0.0F);
+  bool second = false;
+  test::ps_world world(2);
+  test::run_ranks(
+      world, 1, 2,
+      [&](endpoint& t) {
+        ps::ps_options o;
+        o.mode = ps::consistency::async();
+        auto rule = ps::update_rule::custom(
+            [](const ps::update_context& c, std::span<float> p, std::span<const float> g) {
+              for (std::size_t i = 0; i < p.size(); ++i) p[i] -= g[i];
+              p[0] = c.step == 0 ? std::numeric_limits<float>::infinity() : 1.0F;
+            });
+        ps::server<endpoint> srv(t, ps::roles(1, 2), keys, rule, o, codec::none{}, codec::none{},
+                                 [&](std::string_view line) { logs.emplace_back(line); });
+        srv.run();
+      },
+      [&](endpoint& t) {
+        ps::worker<endpoint> wk(t, ps::roles(1, 2), keys);
+        const std::vector<float> g(4, 0.5F);
+        std::vector<float> p(4);
+        try {
+          (void)wk.push_pull("w", g, p);
+        } catch (const decode_error& e) {
+          first = e.what();
+        }
+        step_after = wk.step("w");
+        try {
+          (void)wk.pull("w", p);
+        } catch (const decode_error& e) {
+          pulled = e.what();
+        }
+        (void)wk.push_pull("w", g, p2);
+        second = true;
+      });
+  CHECK(first.find("push_pull of key 'w': the server applied the push but could not send") !=
+        std::string::npos);
+  CHECK(step_after == 1);
+  CHECK(pulled.find("could not encode key 'w'") != std::string::npos);
+  CHECK(second);
+  CHECK(p2[0] == 1.0F);
+  CHECK(p2[1] == -1.0F);  // 0 - 0.5 - 0.5: both pushes applied once
+  bool logged = false;
+  for (const auto& l : logs) logged |= l.find("is applied") != std::string::npos;
+  CHECK(logged);
 }
 
 TEST_CASE("ps sync: a dead worker gives every other worker peer_error within 2x the timeout",

@@ -614,17 +614,22 @@ class server {
 
   /// Acknowledges worker w's push of key s: with the parameters when the
   /// push asked for them (request_flags), else an empty ok.
+  /// The push is applied either way: when the parameters cannot be encoded
+  /// (non-finite after the update) the reply is a plain ok without them,
+  /// which the worker reports as a decode_error with the push counted.
   void push_ok_locked(int w, key_state& s, std::vector<outgoing>& out) {
     const std::uint16_t f = workers_[static_cast<std::size_t>(w)].push_flags;
-    if ((f & request_flags::with_params) != 0)
-      params_reply_locked(w, request_kind::push, s, (f & request_flags::encoded_params) == 0, out);
-    else
+    if ((f & request_flags::with_params) == 0 ||
+        !params_reply_locked(w, request_kind::push, s, (f & request_flags::encoded_params) == 0,
+                             out, false))
       ok_locked(w, request_kind::push, s.id, s.step, {}, out);
   }
 
   /// Replies to w with key s's parameters, fp32 (`plain`) or in the pull codec.
-  void params_reply_locked(int w, request_kind kind, key_state& s, bool plain,
-                           std::vector<outgoing>& out) {
+  /// When they cannot be encoded: refuses the request if `reject`, else logs
+  /// and sends nothing; returns whether the parameters went out.
+  bool params_reply_locked(int w, request_kind kind, key_state& s, bool plain,
+                           std::vector<outgoing>& out, bool reject = true) {
     const std::size_t cap = plain ? codec::none{}.max_encoded_bytes(s.params.size())
                                   : pull_codec_.max_encoded_bytes(s.params.size());
     byte_buffer bytes(reply_header_bytes + cap);
@@ -634,11 +639,13 @@ class server {
       len = plain ? codec::none{}.encode(s.params, body, rng_)
                   : pull_codec_.encode(s.params, body, rng_);
     } catch (const std::exception& e) {
-      reject_locked(w, kind, s.id, reply_status::bad_request,
-                    detail::str("server ", index_, " could not encode key '", keys_[s.id].name,
-                                "': ", e.what()),
-                    out);
-      return;
+      auto why = detail::str("server ", index_, " could not encode key '", keys_[s.id].name,
+                             "': ", e.what());
+      if (reject)
+        reject_locked(w, kind, s.id, reply_status::bad_request, std::move(why), out);
+      else
+        log(why + " (the push of worker " + std::to_string(w) + " is applied)");
+      return false;
     }
     bytes.resize(reply_header_bytes + len);
     add_work_locked(plain ? codec::none{}.encode_work(s.params.size())
@@ -652,6 +659,7 @@ class server {
     write_reply(bytes, r);
     answered_locked(w);
     out.push_back({w, std::move(bytes)});
+    return true;
   }
 
   void shares_reply_locked(int w, std::vector<outgoing>& out) {

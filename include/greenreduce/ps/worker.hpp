@@ -222,6 +222,11 @@ class worker {
   /// Decodes the parameters a pull or push_pull reply carries; returns the work.
   codec::work decode_params(const message_view<reply_header>& reply, const key_spec& spec,
                             std::span<float> params, const char* op) {
+    if (reply.header.length == 0 && reply.payload.empty() && spec.length != 0 &&
+        reply.header.kind == request_kind::push)
+      throw decode_error(detail::str(op, " of key '", spec.name,
+                                     "': the server applied the push but could not send the "
+                                     "parameters (a pull names the cause)"));
     if (reply.header.length != spec.length)
       throw decode_error(detail::str(op, " of key '", spec.name, "': the reply declares ",
                                      reply.header.length, " elements, the key has ", spec.length));
