@@ -29,16 +29,6 @@ static_assert(std::endian::native == std::endian::little,
 
 namespace greenreduce::kernels {
 
-/// True when every x[i] is finite: one max over the |x| bit patterns, where
-/// NaN and Inf sit above every finite value (a loop the compiler vectorizes,
-/// which an early-exit isfinite scan is not).
-inline bool all_finite(const float* x, std::size_t n) noexcept {
-  std::uint32_t m = 0;
-  for (std::size_t i = 0; i < n; ++i)
-    m = std::max(m, std::bit_cast<std::uint32_t>(x[i]) & 0x7FFFFFFFU);
-  return m < 0x7F800000U;
-}
-
 namespace scalar {
 /// out[0, 4n) = in; returns false when some element is NaN or Inf.
 inline bool copy_to_le_checked(std::span<const float> in, std::byte* out) noexcept {

@@ -153,6 +153,18 @@ std::uint32_t absmax_bits(const float* x, std::size_t n) noexcept {
                   scalar::absmax_bits(x + i, n - i));
 }
 
+}  // namespace detail
+
+/// True when no x[i] is NaN or Inf: int8's SIMD absmax of the |x| bit
+/// patterns, where NaN and Inf sit above every finite value (an early-exit
+/// isfinite scan does not vectorize).
+template <class Arch = xsimd::default_arch>
+bool all_finite(const float* x, std::size_t n) noexcept {
+  return detail::absmax_bits<Arch>(x, n) < int8_nonfinite_bits;
+}
+
+namespace detail {
+
 // PreScale = false is the common bucket (pre == 1), where x * 1 is skipped:
 // the result is the same bit for bit, one multiply cheaper.
 template <class Arch, bool PreScale>

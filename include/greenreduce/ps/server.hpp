@@ -73,7 +73,7 @@
 #include "greenreduce/core/report.hpp"
 #include "greenreduce/core/rng.hpp"
 #include "greenreduce/energy/model.hpp"
-#include "greenreduce/kernels/copy.hpp"
+#include "greenreduce/kernels/int8.hpp"
 #include "greenreduce/ps/options.hpp"
 #include "greenreduce/ps/placement.hpp"
 #include "greenreduce/ps/protocol.hpp"
