@@ -12,19 +12,15 @@
 #include "greenreduce/codec/int8.hpp"
 #include "greenreduce/energy/model.hpp"
 #include "ps/harness.hpp"
+#include "ps/reference.hpp"
 #include "support/random.hpp"
 
 using namespace greenreduce;
 using test::endpoint;
+using test::grad_of;
 using namespace std::chrono_literals;
 
 namespace {
-
-/// Worker w's gradient of key k at step t: the same on every run of a seed.
-std::vector<float> grad_of(std::uint64_t seed, int w, std::size_t k, std::uint64_t t,
-                           std::size_t n) {
-  return test::normal_floats(n, seed ^ (static_cast<std::uint64_t>(w) << 40) ^ (k << 20) ^ t);
-}
 
 /// A consistent least-squares problem: rows of A split over W workers, b = A x*.
 struct least_squares {
@@ -131,25 +127,9 @@ TEST_CASE("ps sync: equals single-process momentum SGD on the same gradients", "
   const std::vector<ps::key_spec> keys{
       {"w1", 257}, {"b1", 3}, {"w2", 100}, {"one", 1}, {"empty", 0}};
   const float lr = 0.05F, mom = 0.9F;
-  // Reference.
-  std::vector<std::vector<float>> ref(keys.size()), vel(keys.size());
-  for (std::size_t k = 0; k < keys.size(); ++k) {
-    ref[k] = test::normal_floats(keys[k].length, seed + 99 + k);
-    vel[k].assign(keys[k].length, 0.0F);
-  }
-  const auto init = ref;
-  for (int t = 0; t < steps; ++t)
-    for (std::size_t k = 0; k < keys.size(); ++k) {
-      std::vector<float> g(keys[k].length, 0.0F);
-      for (int w = 0; w < W; ++w) {
-        const auto gw = grad_of(seed, w, k, static_cast<std::uint64_t>(t), keys[k].length);
-        for (std::size_t i = 0; i < g.size(); ++i) g[i] += gw[i];
-      }
-      for (std::size_t i = 0; i < g.size(); ++i) {
-        vel[k][i] = mom * vel[k][i] + g[i] / static_cast<float>(W);
-        ref[k][i] -= lr * vel[k][i];
-      }
-    }
+  const test::sync_reference reference(keys, W, steps, lr, mom, seed, seed + 99);
+  const auto& init = reference.init;
+  const auto& ref = reference.last();
   test::ps_world world(S + W);
   std::mutex m;
   std::vector<std::vector<std::vector<float>>> pulled(static_cast<std::size_t>(W));
@@ -225,27 +205,9 @@ TEST_CASE("ps push_pull: every sync step's parameters in the push's reply", "[ps
   const int S = 2, W = 3, steps = 5;
   const std::vector<ps::key_spec> keys{{"w1", 257}, {"b1", 3}, {"one", 1}, {"empty", 0}};
   const float lr = 0.05F, mom = 0.9F;
-  std::vector<std::vector<float>> ref(keys.size()), vel(keys.size());
-  for (std::size_t k = 0; k < keys.size(); ++k) {
-    ref[k] = test::normal_floats(keys[k].length, seed + 99 + k);
-    vel[k].assign(keys[k].length, 0.0F);
-  }
-  const auto init = ref;
-  std::vector<std::vector<std::vector<float>>> after(static_cast<std::size_t>(steps), ref);
-  for (int t = 0; t < steps; ++t) {
-    for (std::size_t k = 0; k < keys.size(); ++k) {
-      std::vector<float> g(keys[k].length, 0.0F);
-      for (int w = 0; w < W; ++w) {
-        const auto gw = grad_of(seed, w, k, static_cast<std::uint64_t>(t), keys[k].length);
-        for (std::size_t i = 0; i < g.size(); ++i) g[i] += gw[i];
-      }
-      for (std::size_t i = 0; i < g.size(); ++i) {
-        vel[k][i] = mom * vel[k][i] + g[i] / static_cast<float>(W);
-        ref[k][i] -= lr * vel[k][i];
-      }
-    }
-    after[static_cast<std::size_t>(t)] = ref;
-  }
+  const test::sync_reference reference(keys, W, steps, lr, mom, seed, seed + 99);
+  const auto& init = reference.init;
+  const auto& after = reference.after;
   test::ps_world world(S + W);
   std::mutex m;
   std::vector<ps::server_stats> stats(static_cast<std::size_t>(S));

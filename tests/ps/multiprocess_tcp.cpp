@@ -13,12 +13,14 @@
 #include "greenreduce/ps/server.hpp"
 #include "greenreduce/ps/worker.hpp"
 #include "greenreduce/transport/tcp.hpp"
+#include "ps/reference.hpp"
 #include "support/random.hpp"
 #include "transport/tcp_harness.hpp"
 
 namespace gr = greenreduce;
 namespace grt = greenreduce::transport;
 using gr::test::expect;
+using gr::test::grad_of;
 using gr::test::rank_group;
 using namespace std::chrono_literals;
 using clk = std::chrono::steady_clock;
@@ -32,11 +34,6 @@ grt::tcp connect(int rank, int p, std::uint16_t port) {
   o.timeout = 60000ms;  // liveness is the parameter server's own rule
   o.log = [](const std::string&) {};
   return grt::tcp(o);
-}
-
-std::vector<float> grad_of(std::uint64_t seed, int w, std::size_t k, std::uint64_t t,
-                           std::size_t n) {
-  return gr::test::normal_floats(n, seed ^ (static_cast<std::uint64_t>(w) << 40) ^ (k << 20) ^ t);
 }
 
 void check_all(const std::vector<std::optional<rank_group::line>>& lines, const char* what) {
@@ -57,24 +54,9 @@ TEST_CASE("ps over tcp, sync: equals single-process momentum SGD", "[ps][tcp]") 
   const int S = 2, W = 2, P = S + W, steps = 5;
   const std::vector<gr::ps::key_spec> keys{{"w", 300}, {"b", 7}, {"c", 1}};
   const float lr = 0.05F, mom = 0.9F;
-  std::vector<std::vector<float>> ref(keys.size()), vel(keys.size());
-  for (std::size_t k = 0; k < keys.size(); ++k) {
-    ref[k] = gr::test::normal_floats(keys[k].length, seed + 7 + k);
-    vel[k].assign(keys[k].length, 0.0F);
-  }
-  const auto init = ref;
-  for (int t = 0; t < steps; ++t)
-    for (std::size_t k = 0; k < keys.size(); ++k) {
-      std::vector<float> g(keys[k].length, 0.0F);
-      for (int w = 0; w < W; ++w) {
-        const auto gw = grad_of(seed, w, k, static_cast<std::uint64_t>(t), keys[k].length);
-        for (std::size_t i = 0; i < g.size(); ++i) g[i] += gw[i];
-      }
-      for (std::size_t i = 0; i < g.size(); ++i) {
-        vel[k][i] = mom * vel[k][i] + g[i] / static_cast<float>(W);
-        ref[k][i] -= lr * vel[k][i];
-      }
-    }
+  const gr::test::sync_reference reference(keys, W, steps, lr, mom, seed, seed + 7);
+  const auto& init = reference.init;
+  const auto& ref = reference.last();
   const auto port = gr::test::free_port();
   rank_group g(P, [&](int rank, rank_group::reporter&) {
     auto t = connect(rank, P, port);
