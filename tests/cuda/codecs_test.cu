@@ -56,7 +56,10 @@ void same_as_cpu(const Dev& dev, std::size_t n, std::uint64_t seed) {
   REQUIRE(gl == wl);
   REQUIRE(gd.offset == gc.offset);
   const auto got = download(out.data(), cap + 64);
-  REQUIRE(std::equal(want.begin(), want.begin() + static_cast<std::ptrdiff_t>(wl), got.begin()));
+  const auto diff =
+      std::mismatch(want.begin(), want.begin() + static_cast<std::ptrdiff_t>(wl), got.begin());
+  INFO("first differing byte " << (diff.first - want.begin()) << " of " << wl);
+  REQUIRE(diff.first == want.begin() + static_cast<std::ptrdiff_t>(wl));
   for (std::size_t i = gl; i < got.size(); ++i) REQUIRE(got[i] == std::byte{0xA5});
 
   // decode and decode_add of the CPU frame on the device.

@@ -249,7 +249,7 @@ TEST_CASE("cuda replay: the int8 and ternary kernels' work split writes the CPU 
           "[cuda][host]") {
   const auto seed = test::seed(804);
   for (std::size_t n :
-       {0U, 1U, 7U, 63U, 64U, 65U, 255U, 256U, 257U, 511U, 512U, 513U, 4099U, 70001U}) {
+       {0U, 1U, 7U, 63U, 64U, 65U, 255U, 256U, 257U, 511U, 512U, 513U, 4099U, 65536U, 70001U, 1048579U}) {
     const std::vector<float> x = mixed_floats(n, seed + n);
     for (const auto& c :
          {codec::int8::nearest(512), codec::int8::stochastic(512), codec::int8::stochastic(100),

@@ -1,7 +1,8 @@
 // greenreduce/kernels/lanes.hpp — the few lane moves xsimd 8 has no portable
 // form for: widening 16-bit and 8-bit wire values into 32-bit lanes, and
-// narrowing 32-bit lanes back into packed wire bytes in element order, and a
-// blend by the sign bit (the 32x32->64 product of the SIMD Philox lives in
+// narrowing 32-bit lanes back into packed wire bytes in element order, a
+// blend by the sign bit, and a fused multiply-add that is fused on every
+// instruction set (the 32x32->64 product of the SIMD Philox lives in
 // kernels/random_bits.hpp).
 //
 // Every other kernel is written once against xsimd::batch; these helpers are
@@ -12,6 +13,8 @@
 // alignment: loads and stores are unaligned, through may-alias vector types.
 #pragma once
 
+#include <bit>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -205,6 +208,69 @@ xsimd::batch<std::uint32_t, Arch> select_by_sign(xsimd::batch<float, Arch> v,
   using ib = xsimd::batch<std::int32_t, Arch>;
   const ub m = xsimd::bitwise_cast<ub>(xsimd::bitwise_cast<ib>(v) >> 31);  // arithmetic
   return (neg & m) | (pos & ~m);  // (xsimd 8's bitwise_andnot differs by ISA)
+}
+
+/// fma(a, b, c) rounded once, computed without an FMA instruction: a·b is
+/// exact in double (24 + 24 bits <= 53), the sum is rounded to odd in double
+/// (round to nearest, then the last bit forced to 1 when the TwoSum error is
+/// not 0), and rounding that to float is the correctly rounded result since
+/// double carries more than 24 + 2 bits (S. Boldo, G. Melquiond, "Emulation of
+/// FMA and correctly rounded sums: proved algorithms using rounding to odd",
+/// IEEE Trans. Computers 57(4), 2008). Equals std::fma for every float input.
+inline float fma_by_double(float a, float b, float c) noexcept {
+  const double p = static_cast<double>(a) * static_cast<double>(b);
+  const double q = static_cast<double>(c);
+  const double s = p + q;
+  if (!std::isfinite(s)) return static_cast<float>(s);
+  const double v = s - p;
+  const double e = (p - (s - v)) + (q - v);  // exact: s + e = p + q
+  auto bits = std::bit_cast<std::uint64_t>(s);
+  if (e != 0.0 && (bits & 1U) == 0U) {
+    // s != 0 here; away from zero when e has s's sign, else toward it.
+    if ((e > 0.0) == (s > 0.0))
+      ++bits;
+    else
+      --bits;
+  }
+  return static_cast<float>(std::bit_cast<double>(bits));
+}
+
+/// Whether xsimd::fma on Arch is one fused instruction (one rounding).
+template <class Arch>
+inline constexpr bool has_fused_fma =
+    is<Arch, xsimd::fma3<xsimd::sse4_2>> || is<Arch, xsimd::fma3<xsimd::avx>> ||
+    is<Arch, xsimd::fma3<xsimd::avx2>> || is<Arch, xsimd::fma4> || is<Arch, xsimd::avx512f>
+#if XSIMD_WITH_NEON64
+    || is<Arch, xsimd::neon64>
+#endif
+    ;
+
+/// a·b + c rounded once on every Arch, so results that feed the wire (the
+/// ternary clipped scale) do not depend on the instruction set or on whether
+/// the compiler contracts a multiply and an add: on an Arch without an FMA the
+/// xsimd form is a multiply then an add, rounded twice. With the FMA
+/// instruction enabled (-mfma) its intrinsic is used, else fma_by_double per
+/// lane.
+template <class Arch>
+xsimd::batch<float, Arch> fused_fma(xsimd::batch<float, Arch> a, xsimd::batch<float, Arch> b,
+                                    xsimd::batch<float, Arch> c) noexcept {
+  using fb = xsimd::batch<float, Arch>;
+  if constexpr (has_fused_fma<Arch>) {
+    return xsimd::fma(a, b, c);
+  } else {
+#if defined(__FMA__) && defined(__SSE2__)
+    if constexpr (sizeof(typename fb::register_type) == 16) return _mm_fmadd_ps(a, b, c);
+#if defined(__AVX__)
+    if constexpr (sizeof(typename fb::register_type) == 32) return _mm256_fmadd_ps(a, b, c);
+#endif
+#endif
+    alignas(64) float va[fb::size], vb[fb::size], vc[fb::size];
+    a.store_aligned(va);
+    b.store_aligned(vb);
+    c.store_aligned(vc);
+    for (std::size_t l = 0; l < fb::size; ++l) vc[l] = fma_by_double(va[l], vb[l], vc[l]);
+    return fb::load_aligned(vc);
+  }
 }
 
 }  // namespace greenreduce::kernels::lanes

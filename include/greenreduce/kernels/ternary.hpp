@@ -212,7 +212,7 @@ stats bucket_stats(const float* x, std::size_t m, bool with_moments) noexcept {
         const fb v = fb::load_unaligned(x + i + j * w);
         amax[j] = xsimd::max(amax[j], xsimd::bitwise_cast<ib>(v) & mask);
         sum[j] += v;
-        sq[j] = xsimd::fma(v, v, sq[j]);
+        sq[j] = lanes::fused_fma<Arch>(v, v, sq[j]);
       }
   } else {
     for (std::size_t i = 0; i < full; i += lanes)
