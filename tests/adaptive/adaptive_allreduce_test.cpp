@@ -120,13 +120,14 @@ TEST_CASE("adaptive_allreduce: the error-feedback residual is flushed into the s
   const std::uint64_t seed = test::seed(200 + static_cast<std::uint64_t>(p));
   INFO("p=" << p << " n=" << n << " seed=" << seed);
   // The observation of step s decides the level of step s + 2 (it rides on
-  // step s + 1's agreement). Warm-up: step 0; step 1's observation (budget,
+  // step s + 1's agreement). Warm-up: steps 0 and 1 (two windows, more than the
+  // hysteresis, so the last one decides); step 1's observation (budget,
   // int8 cheaper in wire bytes) moves step 3 to int8; step 2's (made on none)
   // is not fed; step 3's compression error above 1e-9 moves step 5 back to
   // none, which must carry int8's residual of step 4.
   adaptive_allreduce_options o;
   o.policy.with_ladder(adaptive::ladder::parse("none,int8"))
-      .with_warmup_steps(1)
+      .with_warmup_steps(2)
       .with_window_steps(1)
       .with_hysteresis(1, 1)
       .with_energy_budget(1e-12)
@@ -225,14 +226,14 @@ TEST_CASE("adaptive_allreduce: a validation loss set on one rank drives every ra
           "[adaptive]") {
   const int p = GENERATE(2, 3);
   const std::size_t n = 600;
-  // Warm-up step 0 on none; step 1's observation moves step 3 to int8 (budget;
-  // an observation decides the level two steps later); rank 0 alone reports a
+  // Warm-up steps 0 and 1 on none; step 1's observation, the warm-up's last,
+  // moves step 3 to int8 (budget; an observation decides the level two steps later); rank 0 alone reports a
   // validation loss after each step from step 1 on; step 2's (made on none) is
   // not fed, but its loss carries; the one after step 4 is 50% above the best,
   // so from step 6 every rank runs none again, capped there.
   adaptive_allreduce_options o;
   o.policy.with_ladder(adaptive::ladder::parse("none,int8"))
-      .with_warmup_steps(1)
+      .with_warmup_steps(2)
       .with_window_steps(1)
       .with_hysteresis(1, 1)
       .with_energy_budget(1e-12)

@@ -11,7 +11,9 @@
 // The policy (docs/adaptive.md has the full rules):
 //
 // * Warm-up: the first warmup_steps run level 0 (uncompressed); their median
-//   step time is the baseline of max_slowdown.
+//   step time is the baseline of max_slowdown. A warm-up of at least
+//   hysteresis_windows windows counts as that many windows held at level 0:
+//   the first decision is taken on its last step, with no further wait.
 // * Link estimate: achieved bandwidth = wire bytes / comm seconds of each
 //   window, kept as an EWMA (weight ewma_alpha per window) of seconds per byte;
 //   predictions use the slower of that average and the last window, so a drop
@@ -169,6 +171,15 @@ class controller {
       if (steps_ == o_.warmup_steps) {
         learn(acc_);
         end_warmup(o.step);
+        // The warm-up held one level for warmup_steps: when that covers the
+        // hysteresis, its estimates decide now instead of after
+        // hysteresis_windows more windows at level 0.
+        if (o_.warmup_steps >= std::uint64_t{o_.hysteresis_windows} * o_.window_steps) {
+          warm_credit_ = true;
+          evaluate(o.step);
+          warm_credit_ = false;
+        }
+        acc_ = {};
       } else if (acc_.n >= o_.window_steps) {
         learn(acc_);
         acc_ = {};
@@ -269,6 +280,7 @@ class controller {
   std::size_t ceiling_ = 0;
   std::uint32_t guard_bad_ = 0, met_windows_ = 0, unmet_windows_ = 0;
   bool last_move_by_guard_ = false;
+  bool warm_credit_ = false;  // evaluating on the warm-up's last step
   hysteresis codec_h_, mode_h_;
   damper codec_d_, mode_d_;
   policy_state state_ = policy_state::warmup;
@@ -392,7 +404,6 @@ class controller {
            detail::str("warm-up of ", o_.warmup_steps, " steps over: baseline step time ",
                        baseline_, " s, achieved bandwidth ", bandwidth(), " B/s"),
            s);
-    acc_ = {};
   }
 
   double slowdown_limit() const {
@@ -597,6 +608,7 @@ class controller {
   void propose(std::uint64_t step, std::size_t target, reason why, std::string text, signals& s) {
     const int want = target > level_ ? +1 : target < level_ ? -1 : 0;
     codec_h_.see(want);
+    if (warm_credit_ && want != 0) codec_h_.count = std::max(codec_h_.count, o_.hysteresis_windows);
     if (want == 0 || codec_h_.count < o_.hysteresis_windows || !codec_d_.ready()) return;
     const auto p = predict(target);
     s.predicted_joules = p.joules;
