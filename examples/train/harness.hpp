@@ -38,6 +38,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <numeric>
@@ -83,7 +84,7 @@ class batcher {
     std::shuffle(idx_.begin(), idx_.end(), gen_);
   }
   /// The next b samples (wrapping into a fresh shuffled pass).
-  void next(std::size_t b, std::vector<float>& x, std::vector<std::uint8_t>& y) {
+  void next(std::size_t b, fvec& x, std::vector<std::uint8_t>& y) {
     const std::size_t f = d_.features();
     x.resize(b * f);
     y.resize(b);
@@ -182,8 +183,8 @@ struct rank_outcome {
   double compute_s = 0;   ///< gradient computation (a straggler's slowdown included)
   double exchange_s = 0;  ///< pulls, pushes, allreduces, rebalancing: waiting included
   energy_estimate energy;
-  std::vector<double> loss;   ///< mean training loss per point (points_per_epoch per epoch)
-  std::vector<float> params;  ///< rank 0: the trained parameters
+  std::vector<double> loss;  ///< mean training loss per point (points_per_epoch per epoch)
+  fvec params;               ///< rank 0: the trained parameters
   /// PS server ranks: the first step served under SSP after a sync start
   /// (--ps-sync-warmup; from the server's schedule, -1 when there was no
   /// switch) and the updates applied under sync and in all.
@@ -196,7 +197,7 @@ struct rank_context {
   int rank = 0, world = 1;  ///< worker index (-1 on a server) and number of workers
   const dataset& train;
   std::vector<std::uint32_t> shard;
-  std::vector<float> init;  ///< initial parameters (same on every rank)
+  fvec init;  ///< initial parameters (same on every rank)
   energy::model model;
   energy::ledger* ledger = nullptr;  ///< worker 0's, or null
   std::size_t steps_per_epoch = 1;
@@ -238,18 +239,74 @@ class progress {
   steady::time_point t0_ = steady::now();
 };
 
+/// --link-change: reshapes this worker's egress (eth0 of its bench/netns.sh
+/// namespace, where --link started it) to the change's rate at step FROM x
+/// steps and back to --link's rate at TO x steps, with netns.sh's tbf
+/// settings (burst: 4 ms at the rate, at least 64 KiB; latency 20 ms). Every
+/// mode sees the same phases at the same steps. The tc call (a few ms) runs
+/// outside the step's compute and exchange timers, inside the mode's wall time.
+class link_shaper {
+ public:
+  link_shaper(const demo_options& o, std::uint64_t total_steps) : o_(o) {
+    if (!o.link_change.active()) return;
+    const auto at = [&](double f) {
+      return static_cast<std::uint64_t>(std::llround(f * static_cast<double>(total_steps)));
+    };
+    from_ = at(o.link_change.from);
+    to_ = at(o.link_change.to);
+  }
+  link_shaper(const link_shaper&) = delete;
+  link_shaper& operator=(const link_shaper&) = delete;
+  ~link_shaper() {
+    if (changed_) {
+      try {
+        shape(o_.link);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "train_demo: %s\n", e.what());
+      }
+    }
+  }
+
+  /// Call at the start of every step.
+  void at(std::uint64_t step) {
+    if (!o_.link_change.active()) return;
+    if (step == from_ && !changed_) {
+      shape(o_.link_change.rate);
+      changed_ = true;
+    } else if (step == to_ && changed_) {
+      shape(o_.link);
+      changed_ = false;
+    }
+  }
+
+ private:
+  static void shape(const std::string& rate) {
+    const double burst = std::max(65536.0, 0.004 * tc_rate_bytes(rate));
+    const std::string cmd = detail::str("tc qdisc change dev eth0 root tbf rate ", rate, " burst ",
+                                        static_cast<long long>(burst), " latency 20ms");
+    const int rc = std::system(cmd.c_str());
+    if (rc != 0)
+      throw config_error(detail::str("--link-change: \"", cmd, "\" failed (status ", rc,
+                                     "); it runs as root inside bench/netns.sh's namespaces"));
+  }
+
+  const demo_options& o_;
+  std::uint64_t from_ = 0, to_ = 0;
+  bool changed_ = false;
+};
+
 /// The loop every mode shares. `exchange(grad, b, step)` moves the gradient
 /// and updates the parameters; `fetch(params, step)` refreshes them first
 /// (PS pull; a no-op for the ring); `rebalance(rate, step) -> batch` returns
 /// this rank's new batch size.
 template <class Fetch, class Exchange, class Rebalance>
 void train_loop(rank_context& c, const std::string& mode, bool local_optimizer, account& acc,
-                std::vector<float>& params, rank_outcome& out, Fetch fetch, Exchange exchange,
+                fvec& params, rank_outcome& out, Fetch fetch, Exchange exchange,
                 Rebalance rebalance) {
   mlp net;
   const std::size_t P = net.parameter_count();
   batcher data(c.train, c.shard, c.opt.seed, c.rank);
-  std::vector<float> grad(P), x;
+  fvec grad(P), x;
   std::vector<std::uint8_t> y;
   std::size_t b = static_cast<std::size_t>(c.opt.batch);
   double rate = 0;
@@ -258,11 +315,14 @@ void train_loop(rank_context& c, const std::string& mode, bool local_optimizer, 
   const bool slow = c.opt.straggler.rank == c.rank && c.opt.straggler.factor > 1.0;
   std::uint64_t step = 0;
   std::vector<double> point_sum(c.points_per_epoch), point_n(c.points_per_epoch);
+  link_shaper shaper(c.opt, static_cast<std::uint64_t>(c.steps_per_epoch) *
+                                static_cast<std::uint64_t>(c.opt.epochs));
   for (int e = 0; e < c.opt.epochs; ++e) {
     double epoch_sum = 0;
     std::fill(point_sum.begin(), point_sum.end(), 0.0);
     std::fill(point_n.begin(), point_n.end(), 0.0);
     for (std::size_t s = 0; s < c.steps_per_epoch; ++s, ++step) {
+      shaper.at(step);
       const auto f0 = steady::now();
       fetch(params, step);
       const auto t0 = steady::now();
@@ -314,7 +374,7 @@ template <class Transport>
 void warm_up(rank_context& c, Transport& t) {
   mlp net;
   batcher data(c.train, c.shard, c.opt.seed + 7, c.rank);
-  std::vector<float> grad(c.init.size()), x;
+  fvec grad(c.init.size()), x;
   std::vector<std::uint8_t> y;
   collective::ring_allreduce<codec::none, Transport> ring(t, grad.size());
   for (int i = 0; i < 20; ++i) {
@@ -339,7 +399,7 @@ rank_outcome train_ring(rank_context& c, demo_world& world, const std::string& m
   using Transport = rank_range<transport::tcp>;
   Transport& t = world.workers;
   account acc(c.model, c.ledger, mode);
-  std::vector<float> params = c.init, velocity(c.init.size(), 0.0F);
+  fvec params = c.init, velocity(c.init.size(), 0.0F);
   const std::size_t P = params.size();
   collective::ring_options ro;
   ro.error_feedback = chunk_ef;
@@ -351,7 +411,7 @@ rank_outcome train_ring(rank_context& c, demo_world& world, const std::string& m
   constexpr bool exact = std::is_same_v<Codec, codec::none>;
   const bool carry_rates = exact && c.opt.balance;
   const std::size_t slots = carry_rates ? static_cast<std::size_t>(c.world) : 0;
-  std::vector<float> wide(carry_rates ? P + slots : 0);
+  fvec wide(carry_rates ? P + slots : 0);
   std::vector<double> rates(static_cast<std::size_t>(c.world), 0.0);
   collective::ring_allreduce<Codec, Transport> ring(t, P + slots, codec, ro);
   std::optional<codec::error_feedback<Codec>> ef;
@@ -374,8 +434,8 @@ rank_outcome train_ring(rank_context& c, demo_world& world, const std::string& m
   const auto start = steady::now();
   const std::uint64_t wire0 = t.bytes_sent() + t.bytes_received();
   train_loop(
-      c, mode, true, acc, params, out, [](std::vector<float>&, std::uint64_t) {},
-      [&](std::vector<float>& grad, std::size_t b, std::uint64_t step) {
+      c, mode, true, acc, params, out, [](fvec&, std::uint64_t) {},
+      [&](fvec& grad, std::size_t b, std::uint64_t step) {
         const std::size_t total = std::accumulate(batches.begin(), batches.end(), std::size_t{0});
         const float weight = static_cast<float>(b) * w / static_cast<float>(total);
         if (weight != 1.0F)
@@ -622,7 +682,7 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
     return out;
   }
 
-  std::vector<float> params = c.init;
+  fvec params = c.init;
   ps::worker_options wo;
   wo.encoded_pull = setup.encoded_pull;
   wo.seed = c.opt.seed;
@@ -647,20 +707,20 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
       throw mismatch_error(greenreduce::detail::str(
           "the PS scheduled ", ssp.to_string(), " from step ", at, ", asked for ", sync_rounds));
   }
-  std::vector<float> sum(K > 1 ? P : 0, 0.0F);
+  fvec sum(K > 1 ? P : 0, 0.0F);
   std::size_t summed = 0;  // samples in `sum`
   // Pulling before every round: each push brings the next round's parameters
   // back in its reply (worker::push_pull), one round trip a step, not two.
   const bool fused = setup.pull_every == 1;
   train_loop(
       c, mode, false, acc, params, out,
-      [&](std::vector<float>& p, std::uint64_t step) {
+      [&](fvec& p, std::uint64_t step) {
         if (step % pull_every != 0 || (fused && step > 0)) return;
         each_key([&](const ps::key_spec& k, std::size_t off) {
           acc.add(wk.pull(k.name, std::span<float>(p).subspan(off, k.length)), step);
         });
       },
-      [&](std::vector<float>& grad, std::size_t b, std::uint64_t step) {
+      [&](fvec& grad, std::size_t b, std::uint64_t step) {
         const float weight = static_cast<float>(b) / static_cast<float>(c.opt.batch);
         if (weight != 1.0F)
           for (float& v : grad) v *= weight;
@@ -669,7 +729,7 @@ rank_outcome train_ps(rank_context& c, demo_world& world, const std::string& mod
           summed += b;
           if ((step + 1) % K != 0 && step + 1 != end_step) return;
         }
-        const std::vector<float>& g = K > 1 ? sum : grad;
+        const fvec& g = K > 1 ? sum : grad;
         wk.set_samples(static_cast<std::uint32_t>(K > 1 ? summed : b));
         each_key([&](const ps::key_spec& k, std::size_t off) {
           const auto gk = std::span<const float>(g).subspan(off, k.length);

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "fvec.hpp"
 #include "greenreduce/core/error.hpp"
 
 namespace greenreduce::examples {
@@ -93,7 +94,7 @@ inline idx_tensor read_idx(const std::filesystem::path& path, std::uint8_t rank,
 /// A labelled image set: pixels scaled to [0, 1], one row per image.
 struct dataset {
   std::size_t rows = 0, cols = 0;   ///< image height and width
-  std::vector<float> pixels;        ///< size() * rows * cols
+  fvec pixels;        ///< size() * rows * cols
   std::vector<std::uint8_t> labels; ///< size() labels in [0, 10)
   std::size_t size() const noexcept { return labels.size(); }
   std::size_t features() const noexcept { return rows * cols; }

@@ -12,6 +12,7 @@ float mlp::loss_and_gradient(std::span<const float> params, const float* x, cons
                              std::size_t batch, std::span<float> grad) {
   check(params.size(), "parameters");
   check(grad.size(), "gradient");
+  check_aligned(grad.data(), "gradient");
   const int b = static_cast<int>(batch);
   forward(params, x, b);
   const std::size_t layers = sizes_.size() - 1;
@@ -65,6 +66,8 @@ void mlp::predict(std::span<const float> params, const float* x, std::size_t bat
 }
 
 void mlp::forward(std::span<const float> params, const float* x, int b) {
+  check_aligned(params.data(), "parameters");
+  check_aligned(x, "input batch");
   const std::size_t layers = sizes_.size() - 1;
   act_.resize(layers + 1);
   pre_.resize(layers);

@@ -20,6 +20,7 @@
 #include <span>
 #include <vector>
 
+#include "fvec.hpp"
 #include "greenreduce/core/error.hpp"
 
 namespace greenreduce::examples {
@@ -83,7 +84,20 @@ class mlp {
       throw config_error(
           greenreduce::detail::str("MLP ", what, " span has ", n, " floats, expected ", count_));
   }
+  /// Eigen's products and sums over a map round differently with its
+  /// alignment; the MLP takes aligned buffers (fvec) only, so a result never
+  /// depends on where the heap put them.
+  static void check_aligned(const void* p, const char* what) {
+    if (reinterpret_cast<std::uintptr_t>(p) % alignment != 0)
+      throw config_error(greenreduce::detail::str("MLP ", what, " at ", p, " is not ", alignment,
+                                                  "-byte aligned (use fvec)"));
+  }
 
+ public:
+  /// The alignment the MLP requires of parameters, gradients and inputs.
+  static constexpr std::size_t alignment = EIGEN_MAX_ALIGN_BYTES > 16 ? EIGEN_MAX_ALIGN_BYTES : 16;
+
+ private:
   void forward(std::span<const float> params, const float* x, int b);
 
   std::vector<int> sizes_;

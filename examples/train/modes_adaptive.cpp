@@ -89,7 +89,7 @@ rank_outcome run_adaptive(rank_context& c, demo_world& world) {
   Transport& t = world.workers;
   const std::string mode = "adaptive";
   account acc(c.model, c.ledger, mode);
-  std::vector<float> params = c.init, velocity(c.init.size(), 0.0F);
+  fvec params = c.init, velocity(c.init.size(), 0.0F);
   const std::size_t P = params.size();
 
   adaptive::adaptive_allreduce_options o;
@@ -115,8 +115,8 @@ rank_outcome run_adaptive(rank_context& c, demo_world& world) {
   const auto start = steady::now();
   const std::uint64_t wire0 = t.bytes_sent() + t.bytes_received();
   train_loop(
-      c, mode, true, acc, params, out, [](std::vector<float>&, std::uint64_t) {},
-      [&](std::vector<float>& grad, std::size_t, std::uint64_t step) {
+      c, mode, true, acc, params, out, [](fvec&, std::uint64_t) {},
+      [&](fvec& grad, std::size_t, std::uint64_t step) {
         acc.add(ar.run(grad, collective::reduce_op::average), step);
         if (lead) {
           levels.push_back(ar.last_level());

@@ -25,6 +25,35 @@ struct straggler_spec {
   double factor = 1.0;  ///< the rank's step takes factor x its compute time
 };
 
+/// --link-change FROM:TO:RATE: from FROM to TO (fractions of each mode's
+/// steps) every worker's egress is shaped at RATE instead of --link's rate.
+struct link_change_spec {
+  double from = 0, to = 0;
+  std::string rate;  ///< tc syntax (e.g. 100mbit); empty: no change
+  bool active() const noexcept { return !rate.empty(); }
+};
+
+/// A tc rate (bit, kbit, mbit, gbit, tbit; as bench/netns.sh reads it) in bytes per second.
+inline double tc_rate_bytes(const std::string& rate) {
+  std::size_t digits = 0;
+  while (digits < rate.size() && rate[digits] >= '0' && rate[digits] <= '9') ++digits;
+  const std::string unit = rate.substr(digits);
+  double scale = 0;
+  if (unit == "bit") scale = 1.0 / 8;
+  if (unit == "kbit") scale = 1e3 / 8;
+  if (unit == "mbit") scale = 1e6 / 8;
+  if (unit == "gbit") scale = 1e9 / 8;
+  if (unit == "tbit") scale = 1e12 / 8;
+  if (digits == 0 || digits > 12 || scale == 0)
+    throw config_error(
+        "a link rate must be digits and a tc unit (bit, kbit, mbit, gbit, tbit), "
+        "e.g. 100mbit; got \"" +
+        rate + "\"");
+  const double bytes = std::stod(rate.substr(0, digits)) * scale;
+  if (!(bytes >= 1)) throw config_error("the link rate \"" + rate + "\" is below 8 bit/s");
+  return bytes;
+}
+
 struct demo_options {
   std::string data = "/usr/share/datasets/fashion-mnist";
   int np = 4;             ///< ranks to spawn; ignored (taken from the env) under a launcher
@@ -53,9 +82,10 @@ struct demo_options {
   std::string json, csv, plot;       ///< output files; plot without extension
   std::string plot_format = "auto";  ///< auto (png when gnuplot exists, else svg), png, svg
   std::string profile = "datacenter_ethernet";
-  std::string link;          ///< --link RATE: ranks run in bench/netns.sh namespaces
-  double energy_budget = 0;  ///< adaptive mode: estimated J per step of the exchange, all ranks
-  bool energy_min = false;   ///< adaptive mode: --energy-budget min, the cheapest allowed level
+  std::string link;              ///< --link RATE: ranks run in bench/netns.sh namespaces
+  link_change_spec link_change;  ///< --link-change FROM:TO:RATE: a slower (or faster) phase
+  double energy_budget = 0;      ///< adaptive mode: estimated J per step of the exchange, all ranks
+  bool energy_min = false;       ///< adaptive mode: --energy-budget min, the cheapest allowed level
   std::string adaptive_ladder = "none,fp16,int8,ternary";  ///< adaptive mode: codec ladder
   double adaptive_guard = 0.2;  ///< adaptive mode: probe-loss rise the accuracy guard allows
   bool progress = true;
@@ -67,6 +97,7 @@ inline constexpr const char* usage_text =
     "       [--topk-ratio X] [--staleness K] [--ps-sync-warmup EPOCHS] [--ps-push-every K]\n"
     "       [--servers S] [--straggler RANK:FACTOR] [--balance] [--json FILE] [--csv FILE]\n"
     "       [--plot PATH] [--plot-format auto|png|svg] [--profile NAME] [--link RATE]\n"
+    "       [--link-change FROM:TO:RATE]\n"
     "       [--energy-budget J|min] [--adaptive-ladder LIST] [--adaptive-guard X] [--no-progress]\n"
     "--modes takes a comma-separated list of these (default: every default one):\n";
 
@@ -101,6 +132,23 @@ inline straggler_spec parse_straggler(const std::string& v) {
   s.rank =
       static_cast<int>(options_detail::integer("--straggler RANK", v.substr(0, colon), 0, 1 << 20));
   s.factor = options_detail::number("--straggler FACTOR", v.substr(colon + 1), 1.0, 1000.0);
+  return s;
+}
+
+inline link_change_spec parse_link_change(const std::string& v) {
+  const auto c1 = v.find(':');
+  const auto c2 = c1 == std::string::npos ? c1 : v.find(':', c1 + 1);
+  if (c2 == std::string::npos)
+    throw config_error("--link-change expects FROM:TO:RATE (e.g. 0.3:0.7:100mbit), got \"" + v +
+                       "\"");
+  link_change_spec s;
+  s.from = options_detail::number("--link-change FROM", v.substr(0, c1), 0.0, 1.0);
+  s.to = options_detail::number("--link-change TO", v.substr(c1 + 1, c2 - c1 - 1), 0.0, 1.0);
+  if (!(s.from < s.to))
+    throw config_error(greenreduce::detail::str("--link-change FROM (", s.from,
+                                                ") must be below TO (", s.to, ")"));
+  s.rate = v.substr(c2 + 1);
+  (void)tc_rate_bytes(s.rate);
   return s;
 }
 
@@ -181,6 +229,8 @@ inline demo_options parse_options(int argc, const char* const* argv) {
     } else if (a == "--link") {
       o.link = value();
       if (o.link.empty()) throw config_error("--link expects a rate such as 1gbit");
+    } else if (a == "--link-change") {
+      o.link_change = parse_link_change(value());
     } else if (a == "--energy-budget") {
       const std::string v = value();
       o.energy_min = v == "min";
@@ -210,6 +260,9 @@ inline demo_options parse_options(int argc, const char* const* argv) {
 
 /// Checks what depends on the world size (np workers, known only after the launch).
 inline void check_world(const demo_options& o, int world) {
+  if (o.link_change.active() && o.link.empty())
+    throw config_error(
+        "--link-change needs --link RATE (it reshapes the namespaces' links that --link uses)");
   if (o.straggler.rank >= world)
     throw config_error(greenreduce::detail::str("--straggler names rank ", o.straggler.rank,
                                                 " but there are only ", world, " ranks"));

@@ -22,7 +22,8 @@
 //
 //   $ ./build/examples/train/train_demo                     # 4 local ranks, all modes
 //   $ ./build/examples/train/train_demo --straggler 1:2 --balance --modes sync,async
-//   $ torchrun --nproc_per_node 5 --no_python ./build/examples/train/train_demo   (1 server + 4 workers)
+//   $ torchrun --nproc_per_node 5 --no_python ./build/examples/train/train_demo   (1 server + 4
+//   workers)
 //
 // Argument errors print a message and exit with status 2.
 #include <chrono>
@@ -115,7 +116,7 @@ int rank_main(const ex::demo_options& opt, const std::vector<std::string>& modes
       world,
       train,
       rank < 0 ? std::vector<std::uint32_t>{} : ex::shard_of(train.size(), world, rank, opt.seed),
-      std::vector<float>(net.parameter_count()),
+      ex::fvec(net.parameter_count()),
       gr::energy::model(gr::energy::coefficients_from_env(
           gr::env_source::process(), gr::energy::profile_by_name(opt.profile)))};
   net.init(c.init, opt.seed);
@@ -203,6 +204,10 @@ int rank_main(const ex::demo_options& opt, const std::vector<std::string>& modes
   info.dataset = opt.data;
   info.profile = opt.profile;
   info.link = opt.link.empty() ? "loopback" : opt.link + " (bench/netns.sh)";
+  if (opt.link_change.active())
+    info.link +=
+        greenreduce::detail::str(", ", opt.link_change.rate, " from ", opt.link_change.from, " to ",
+                                 opt.link_change.to, " of each mode's steps");
   info.meter_note = meter_note;
   info.launcher = launcher;
   info.np = world;

@@ -200,6 +200,35 @@ TEST_CASE("train_demo options: the adaptive mode's budget and ladder", "[train]"
   CHECK_THAT(error_of({"--adaptive-ladder", "int8,none"}), Catch::Contains("loosest first"));
 }
 
+TEST_CASE("train_demo options: --link-change and tc rates", "[train]") {
+  const auto d = parse({});
+  CHECK(!d.link_change.active());
+  const auto o = parse({"--link", "1gbit", "--link-change", "0.3:0.7:100mbit"});
+  CHECK(o.link_change.active());
+  CHECK(o.link_change.from == 0.3);
+  CHECK(o.link_change.to == 0.7);
+  CHECK(o.link_change.rate == "100mbit");
+  CHECK_NOTHROW(check_world(o, 2));
+  CHECK(tc_rate_bytes("1gbit") == 125e6);
+  CHECK(tc_rate_bytes("100mbit") == 12.5e6);
+  CHECK(tc_rate_bytes("64kbit") == 8000);
+  CHECK(tc_rate_bytes("800bit") == 100);
+  CHECK_THAT(error_of({"--link-change", "0.3:100mbit"}),
+             Catch::Contains("--link-change expects FROM:TO:RATE (e.g. 0.3:0.7:100mbit), got "
+                             "\"0.3:100mbit\""));
+  CHECK_THAT(error_of({"--link-change", "0.7:0.3:100mbit"}),
+             Catch::Contains("FROM (0.7) must be below TO (0.3)"));
+  CHECK_THAT(error_of({"--link-change", "0:1.5:100mbit"}),
+             Catch::Contains("--link-change TO expects a number in [0, 1]"));
+  CHECK_THAT(error_of({"--link-change", "0:1:fast"}),
+             Catch::Contains("a link rate must be digits and a tc unit"));
+  CHECK_THAT(error_of({"--link-change", "0:1:100mb"}), Catch::Contains("got \"100mb\""));
+  CHECK_THAT(error_of({"--link-change", "0:1:0mbit"}), Catch::Contains("is below 8 bit/s"));
+  const auto no_link = parse({"--link-change", "0.3:0.7:100mbit"});
+  CHECK_THROWS_MATCHES(check_world(no_link, 2), config_error,
+                       test::what_has("--link-change needs --link RATE"));
+}
+
 namespace {
 rank_outcome (*const no_run)(rank_context&, demo_world&) = nullptr;
 // Test modes, registered out of order: the registry sorts them by `order`.
