@@ -29,7 +29,8 @@ struct link_sim {
   double bandwidth = 1e10;
   double raw = 64e6;
   double compute = 0.02;
-  double noise = 0;  // relative jitter of the communication time
+  double noise = 0;    // relative jitter of the communication time
+  double latency = 0;  // seconds per step whatever the bytes
   std::mt19937_64 gen{1};
   energy::model model;
 
@@ -42,7 +43,7 @@ struct link_sim {
     r.raw_bytes = static_cast<std::uint64_t>(raw);
     double jitter = 1;
     if (noise > 0) jitter += noise * std::uniform_real_distribution<double>(-1, 1)(gen);
-    r.seconds = static_cast<double>(r.wire_bytes()) / bandwidth * jitter;
+    r.seconds = (latency + static_cast<double>(r.wire_bytes()) / bandwidth) * jitter;
     model.annotate(r);
     return observation::from_report(r, s).with_step_seconds(compute + r.seconds);
   }
@@ -186,6 +187,40 @@ TEST_CASE("controller: a link that slows down mid-run tightens within a bounded 
   const auto now = link.step(c, 10000);
   CHECK(p.joules == Approx(now.joules).epsilon(1e-6));
   CHECK(p.seconds == Approx(now.step_seconds).epsilon(1e-6));
+}
+
+TEST_CASE("controller: the link's latency comes from two levels and predicts the others",
+          "[adaptive]") {
+  // Small messages: 2 ms a step whatever the bytes, then 1 GB/s. Level 0
+  // moves 0.8 MB a step (0.8 ms of bytes), so bytes alone explain little.
+  controller c(base_options().with_minimum_energy());
+  link_sim link;
+  link.raw = 4e5;
+  link.bandwidth = 1e9;
+  link.latency = 2e-3;
+  for (std::uint64_t s = 0; s < 200; ++s) c.observe(link.step(c, s));
+  const std::size_t top = c.options().ladder.size() - 1;
+  REQUIRE(c.level() == top);  // the cheapest per byte; measured next to level 0
+  CHECK(c.latency_seconds() == Approx(2e-3).epsilon(1e-4));
+  CHECK(c.bandwidth() == Approx(1e9).epsilon(1e-4));
+  for (std::size_t l = 1; l < top; ++l) {
+    INFO("level " << l << " " << c.options().ladder[l].spec);
+    const auto p = c.predict(l);
+    CHECK(!p.measured);
+    const double wire = 2 * link.raw / c.options().ladder[l].nominal_ratio;
+    CHECK(p.seconds == Approx(link.compute + 2e-3 + wire / 1e9).epsilon(1e-4));
+  }
+  // Latency alone: every level costs the same 2 ms. Before a second level
+  // ran, bytes looked like the whole cost and the policy moved once; then the
+  // latency is known to be all of it and no further move saves anything.
+  controller flat(base_options().with_minimum_energy());
+  link_sim lat;
+  lat.raw = 4e5;
+  lat.bandwidth = 1e15;
+  lat.latency = 2e-3;
+  for (std::uint64_t s = 0; s < 400; ++s) flat.observe(lat.step(flat, s));
+  CHECK(codec_changes(flat) == 1);
+  CHECK(flat.latency_seconds() == Approx(2e-3).epsilon(1e-3));
 }
 
 TEST_CASE("controller: a faster link again loosens, with margin", "[adaptive]") {

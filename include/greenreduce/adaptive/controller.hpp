@@ -14,8 +14,13 @@
 //   step time is the baseline of max_slowdown. A warm-up of at least
 //   hysteresis_windows windows counts as that many windows held at level 0:
 //   the first decision is taken on its last step, with no further wait.
-// * Link estimate: achieved bandwidth = wire bytes / comm seconds of each
-//   window, kept as an EWMA (weight ewma_alpha per window) of seconds per byte;
+// * Link estimate: comm seconds per step = latency + wire bytes x seconds per
+//   byte (an alpha-beta model). The latency — what a step's exchange costs
+//   whatever its size: message round trips, the agreement header, codec
+//   calls — comes from two levels that ran with different wire bytes per
+//   step (the line through their averages, clamped to [0, the smaller of the
+//   two]); 0 until two such levels ran. Seconds per byte = (comm - latency) /
+//   wire of each window, kept as an EWMA (weight ewma_alpha per window);
 //   predictions use the slower of that average and the last window, so a drop
 //   is believed at once and a recovery once the average follows. Likewise
 //   EWMAs of raw bytes per step, compute time (step - comm), each level's
@@ -122,11 +127,14 @@ class controller {
   /// Every decision so far, oldest first.
   const std::vector<decision>& log() const noexcept { return log_; }
   std::uint64_t steps_observed() const noexcept { return steps_; }
-  /// Achieved bandwidth estimate in wire bytes per second (NaN before the
-  /// first window with communication).
+  /// Achieved bandwidth estimate in wire bytes per second, beyond the
+  /// latency (NaN before the first window with communication).
   double bandwidth() const noexcept {
     return sec_per_byte_.ok() && sec_per_byte_.value > 0 ? 1 / sec_per_byte_.value : nan;
   }
+  /// Comm seconds per step that do not scale with wire bytes (0 until two
+  /// levels with different wire bytes per step have run).
+  double latency_seconds() const noexcept { return latency_.or_zero(); }
   /// Median warm-up step time (NaN until the warm-up is over).
   double baseline_seconds() const noexcept { return baseline_; }
 
@@ -138,7 +146,7 @@ class controller {
     p.ratio = st.measured ? st.ratio.value : o_.ladder[l].nominal_ratio;
     const double raw = raw_.or_zero();
     const double wire = raw / p.ratio * (wire_per_sent_.ok() ? wire_per_sent_.value : 2.0);
-    const double comm = wire * seconds_per_byte();
+    const double comm = latency_seconds() + wire * seconds_per_byte();
     p.seconds = compute_.or_zero() + comm;
     double mem = 0;
     double ops = 0;
@@ -204,6 +212,8 @@ class controller {
   struct level_stats {
     bool measured = false;
     ewma ratio, mem_per_raw, ops_per_raw;
+    double wire = 0, comm = 0;      // per step, in the last window at this level
+    std::uint64_t last_window = 0;  // when it last ran (windows_ then)
   };
   struct window {
     std::uint64_t n = 0;
@@ -269,7 +279,8 @@ class controller {
   std::vector<decision> log_;
   std::vector<double> warm_times_;
   window acc_;
-  ewma sec_per_byte_, raw_, wire_per_sent_, compute_, calib_;
+  ewma sec_per_byte_, raw_, wire_per_sent_, compute_, calib_, latency_;
+  std::uint64_t windows_ = 0;
   double last_sec_per_byte_ = 0;
   double baseline_ = nan;
   double best_loss_ = nan;
@@ -350,9 +361,15 @@ class controller {
     const double a = o_.ewma_alpha;
     const double n = static_cast<double>(w.n);
     if (w.n == 0) return;
+    auto& cur = stats_[level_];
     if (w.comm > 0 && w.wire > 0) {
-      sec_per_byte_.add(w.comm / w.wire, a);
-      last_sec_per_byte_ = w.comm / w.wire;
+      cur.wire = w.wire / n;
+      cur.comm = w.comm / n;
+      cur.last_window = ++windows_;
+      learn_latency(a);
+      const double spb = std::max(0.0, w.comm - latency_seconds() * n) / w.wire;
+      sec_per_byte_.add(spb, a);
+      last_sec_per_byte_ = spb;
     }
     if (w.raw > 0) raw_.add(w.raw / n, a);
     if (w.sent > 0) wire_per_sent_.add(w.wire / w.sent, a);
@@ -366,6 +383,31 @@ class controller {
     }
     const double mj = model_joules(w.wire, w.mem, w.ops, w.comm);
     if (mj > 0 && w.joules > 0) calib_.add(w.joules / mj, a);
+  }
+
+  // The latency from the line through this window's (wire, comm) per step
+  // and the last window of the level that ran most recently with at least
+  // 1.5x more or fewer wire bytes per step, if that was within the last
+  // latency_windows windows (an older point may predate a change of the
+  // link); clamped to [0, the smaller comm of the two]. Averaged as an EWMA.
+  void learn_latency(double a) {
+    static constexpr std::uint64_t latency_windows = 8;
+    const auto& cur = stats_[level_];
+    std::size_t j = stats_.size();
+    for (std::size_t l = 0; l < stats_.size(); ++l) {
+      const auto& st = stats_[l];
+      if (l == level_ || st.last_window == 0 || st.wire <= 0) continue;
+      if (st.last_window + latency_windows < windows_) continue;
+      const double r = cur.wire / st.wire;
+      if (r < 1.5 && r > 1 / 1.5) continue;
+      if (j == stats_.size() || st.last_window > stats_[j].last_window) j = l;
+    }
+    if (j == stats_.size()) return;
+    const double w1 = cur.wire, c1 = cur.comm;
+    const double w2 = stats_[j].wire, c2 = stats_[j].comm;
+    const double slope = (c1 - c2) / (w1 - w2);
+    const double alpha = std::clamp(c1 - slope * w1, 0.0, std::min(c1, c2));
+    latency_.add(alpha, a);
   }
 
   void track_loss(const observation& o) {
