@@ -303,8 +303,11 @@ TEST_CASE("controller: a budget hovering at the strongest level's cost moves no 
   for (const auto& d : c.log())
     states += d.why == reason::budget_unattainable || d.why == reason::budget_attainable;
   CHECK(states >= 1);
-  // Entering and leaving each take 3 consecutive windows.
-  CHECK(states <= (3000 - 50) / 10 / 3);
+  // Entering and leaving each take 3 consecutive windows and the dwell, which
+  // doubles (5, 10, 20, 40, 80 windows) when a change reverses the last one
+  // soon after. Seeds 1-10 gave 7-12 records (14-27 before the dwell applied
+  // to state changes).
+  CHECK(states <= 15);
 }
 
 TEST_CASE("controller: oscillating signals do not make it flap", "[adaptive]") {

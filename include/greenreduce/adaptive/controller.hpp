@@ -108,6 +108,7 @@ class controller {
     stats_.resize(o_.ladder.size());
     codec_d_ = damper(o_.dwell_windows);
     mode_d_ = damper(o_.dwell_windows);
+    state_d_ = damper(o_.dwell_windows);
     ceiling_ = o_.ladder.size() - 1;
     if (o_.warmup_steps == 0) state_ = policy_state::tracking;
   }
@@ -293,7 +294,7 @@ class controller {
   bool last_move_by_guard_ = false;
   bool warm_credit_ = false;  // evaluating on the warm-up's last step
   hysteresis codec_h_, mode_h_;
-  damper codec_d_, mode_d_;
+  damper codec_d_, mode_d_, state_d_;  // state_d_: budget_(un)attainable records
   policy_state state_ = policy_state::warmup;
 
   void check(const observation& o) const {
@@ -463,6 +464,7 @@ class controller {
 
   void evaluate(std::uint64_t step) {
     ++codec_d_.since;
+    ++state_d_.since;
     ++mode_d_.since;
     signals s = window_signals();
     if (std::isnan(baseline_)) baseline_ = s.step_seconds;  // warmup_steps == 0
@@ -561,25 +563,31 @@ class controller {
         } else {
           codec_h_.see(0);
           if (state_ != policy_state::budget_unattainable &&
-              ++unmet_windows_ >= o_.hysteresis_windows) {
+              ++unmet_windows_ >= o_.hysteresis_windows && state_d_.ready()) {
             state_ = policy_state::budget_unattainable;
-            record(step, level_, stale_, reason::budget_unattainable,
-                   detail::str(what, " at level ", level_, " (", o_.ladder[level_].spec,
-                               "), the cheapest of levels 0..", ceiling_, " allowed; holding it"),
-                   s);
+            std::string text =
+                detail::str(what, " at level ", level_, " (", o_.ladder[level_].spec,
+                            "), the cheapest of levels 0..", ceiling_, " allowed; holding it");
+            if (state_d_.moved(+1, max_dwell()))
+              text += detail::str("; state changes now ", state_d_.dwell, " windows apart");
+            record(step, level_, stale_, reason::budget_unattainable, std::move(text), s);
           }
           return;
         }
       }
     } else {
-      // Leaving the unattainable state takes hysteresis_windows good windows,
-      // so a signal hovering at the budget does not flood the log.
-      if (state_ == policy_state::budget_unattainable && ++met_windows_ >= o_.hysteresis_windows) {
+      // Leaving the unattainable state takes hysteresis_windows good windows
+      // and, like entering it, the dwell rule with back-off, so a signal
+      // hovering at the budget does not flood the log.
+      if (state_ == policy_state::budget_unattainable && ++met_windows_ >= o_.hysteresis_windows &&
+          state_d_.ready()) {
         state_ = policy_state::tracking;
-        record(step, level_, stale_, reason::budget_attainable,
-               detail::str("objectives met again at level ", level_, " (", o_.ladder[level_].spec,
-                           "): ", s.joules, " J/step, ", s.step_seconds, " s/step"),
-               s);
+        std::string text =
+            detail::str("objectives met again at level ", level_, " (", o_.ladder[level_].spec,
+                        "): ", s.joules, " J/step, ", s.step_seconds, " s/step");
+        if (state_d_.moved(-1, max_dwell()))
+          text += detail::str("; state changes now ", state_d_.dwell, " windows apart");
+        record(step, level_, stale_, reason::budget_attainable, std::move(text), s);
       }
       const double slack = 1 - o_.loosen_margin;
       for (std::size_t l = 0; l < level_; ++l) {
