@@ -193,11 +193,15 @@ TEST_CASE("controller: the link's latency comes from two levels and predicts the
           "[adaptive]") {
   // Small messages: 2 ms a step whatever the bytes, then 1 GB/s. Level 0
   // moves 0.8 MB a step (0.8 ms of bytes), so bytes alone explain little.
+  auto latency_bound = [](double bandwidth) {
+    link_sim l;
+    l.raw = 4e5;
+    l.bandwidth = bandwidth;
+    l.latency = 2e-3;
+    return l;
+  };
   controller c(base_options().with_minimum_energy());
-  link_sim link;
-  link.raw = 4e5;
-  link.bandwidth = 1e9;
-  link.latency = 2e-3;
+  link_sim link = latency_bound(1e9);
   for (std::uint64_t s = 0; s < 200; ++s) c.observe(link.step(c, s));
   const std::size_t top = c.options().ladder.size() - 1;
   REQUIRE(c.level() == top);  // the cheapest per byte; measured next to level 0
@@ -214,10 +218,7 @@ TEST_CASE("controller: the link's latency comes from two levels and predicts the
   // ran, bytes looked like the whole cost and the policy moved once; then the
   // latency is known to be all of it and no further move saves anything.
   controller flat(base_options().with_minimum_energy());
-  link_sim lat;
-  lat.raw = 4e5;
-  lat.bandwidth = 1e15;
-  lat.latency = 2e-3;
+  link_sim lat = latency_bound(1e15);
   for (std::uint64_t s = 0; s < 400; ++s) flat.observe(lat.step(flat, s));
   CHECK(codec_changes(flat) == 1);
   CHECK(flat.latency_seconds() == Approx(2e-3).epsilon(1e-3));

@@ -17,9 +17,9 @@
 // * Link estimate: comm seconds per step = latency + wire bytes x seconds per
 //   byte (an alpha-beta model). The latency — what a step's exchange costs
 //   whatever its size: message round trips, the agreement header, codec
-//   calls — comes from two levels that ran with different wire bytes per
-//   step (the line through their averages, clamped to [0, the smaller of the
-//   two]); 0 until two such levels ran. Seconds per byte = (comm - latency) /
+//   calls — comes from two levels that ran recently with different wire bytes
+//   per step (the line through their last windows, clamped to [0, the smaller
+//   of the two], then an EWMA); 0 until two such levels ran. Seconds per byte = (comm - latency) /
 //   wire of each window, kept as an EWMA (weight ewma_alpha per window);
 //   predictions use the slower of that average and the last window, so a drop
 //   is believed at once and a recovery once the average follows. Likewise
@@ -183,11 +183,7 @@ class controller {
         // The warm-up held one level for warmup_steps: when that covers the
         // hysteresis, its estimates decide now instead of after
         // hysteresis_windows more windows at level 0.
-        if (o_.warmup_steps >= std::uint64_t{o_.hysteresis_windows} * o_.window_steps) {
-          warm_credit_ = true;
-          evaluate(o.step);
-          warm_credit_ = false;
-        }
+        if (warmup_covers_hysteresis()) evaluate(o.step);
         acc_ = {};
       } else if (acc_.n >= o_.window_steps) {
         learn(acc_);
@@ -292,7 +288,6 @@ class controller {
   std::size_t ceiling_ = 0;
   std::uint32_t guard_bad_ = 0, met_windows_ = 0, unmet_windows_ = 0;
   bool last_move_by_guard_ = false;
-  bool warm_credit_ = false;  // evaluating on the warm-up's last step
   hysteresis codec_h_, mode_h_;
   damper codec_d_, mode_d_, state_d_;  // state_d_: budget_(un)attainable records
   policy_state state_ = policy_state::warmup;
@@ -447,6 +442,10 @@ class controller {
            detail::str("warm-up of ", o_.warmup_steps, " steps over: baseline step time ",
                        baseline_, " s, achieved bandwidth ", bandwidth(), " B/s"),
            s);
+  }
+
+  bool warmup_covers_hysteresis() const noexcept {
+    return o_.warmup_steps >= std::uint64_t{o_.hysteresis_windows} * o_.window_steps;
   }
 
   double slowdown_limit() const {
@@ -658,7 +657,10 @@ class controller {
   void propose(std::uint64_t step, std::size_t target, reason why, std::string text, signals& s) {
     const int want = target > level_ ? +1 : target < level_ ? -1 : 0;
     codec_h_.see(want);
-    if (warm_credit_ && want != 0) codec_h_.count = std::max(codec_h_.count, o_.hysteresis_windows);
+    // On the warm-up's last step (evaluated only when the warm-up covers the
+    // hysteresis) the direction counts as held for the whole warm-up.
+    if (steps_ == o_.warmup_steps && want != 0)
+      codec_h_.count = std::max(codec_h_.count, o_.hysteresis_windows);
     if (want == 0 || codec_h_.count < o_.hysteresis_windows || !codec_d_.ready()) return;
     const auto p = predict(target);
     s.predicted_joules = p.joules;
