@@ -88,6 +88,9 @@ struct demo_options {
   bool energy_min = false;       ///< adaptive mode: --energy-budget min, the cheapest allowed level
   std::string adaptive_ladder = "none,fp16,int8,ternary";  ///< adaptive mode: codec ladder
   double adaptive_guard = 0.2;  ///< adaptive mode: probe-loss rise the accuracy guard allows
+  /// adaptive mode: the averaging periods (steps) the policy may use, 1 first
+  /// and increasing (local SGD's period is the ring's staleness + 1).
+  std::vector<std::uint32_t> adaptive_periods{1, 2, 4};
   bool progress = true;
 };
 
@@ -98,7 +101,8 @@ inline constexpr const char* usage_text =
     "       [--servers S] [--straggler RANK:FACTOR] [--balance] [--json FILE] [--csv FILE]\n"
     "       [--plot PATH] [--plot-format auto|png|svg] [--profile NAME] [--link RATE]\n"
     "       [--link-change FROM:TO:RATE]\n"
-    "       [--energy-budget J|min] [--adaptive-ladder LIST] [--adaptive-guard X] [--no-progress]\n"
+    "       [--energy-budget J|min] [--adaptive-ladder LIST] [--adaptive-guard X]\n"
+    "       [--adaptive-periods LIST] [--no-progress]\n"
     "--modes takes a comma-separated list of these (default: every default one):\n";
 
 namespace options_detail {
@@ -133,6 +137,25 @@ inline straggler_spec parse_straggler(const std::string& v) {
       static_cast<int>(options_detail::integer("--straggler RANK", v.substr(0, colon), 0, 1 << 20));
   s.factor = options_detail::number("--straggler FACTOR", v.substr(colon + 1), 1.0, 1000.0);
   return s;
+}
+
+/// --adaptive-periods: comma-separated averaging periods in steps, starting
+/// at 1 (every step: synchronous) and strictly increasing, at most 64.
+inline std::vector<std::uint32_t> parse_periods(const std::string& v) {
+  std::vector<std::uint32_t> out;
+  std::size_t at = 0;
+  while (at <= v.size()) {
+    const auto comma = std::min(v.find(',', at), v.size());
+    out.push_back(static_cast<std::uint32_t>(
+        options_detail::integer("--adaptive-periods", v.substr(at, comma - at), 1, 64)));
+    at = comma + 1;
+  }
+  if (out.front() != 1)
+    throw config_error("--adaptive-periods must start with 1 (synchronous), got \"" + v + "\"");
+  for (std::size_t i = 1; i < out.size(); ++i)
+    if (out[i] <= out[i - 1])
+      throw config_error("--adaptive-periods must increase, got \"" + v + "\"");
+  return out;
 }
 
 inline link_change_spec parse_link_change(const std::string& v) {
@@ -245,6 +268,8 @@ inline demo_options parse_options(int argc, const char* const* argv) {
     } else if (a == "--adaptive-ladder") {
       o.adaptive_ladder = value();
       (void)adaptive::ladder::parse(o.adaptive_ladder);  // a bad spec fails before the launch
+    } else if (a == "--adaptive-periods") {
+      o.adaptive_periods = parse_periods(value());
     } else if (a == "--adaptive-guard") {
       o.adaptive_guard = number(a, value(), 0.0, 100.0);
     } else if (a == "--no-progress") {

@@ -227,10 +227,10 @@ TEST_CASE("adaptive_allreduce: a validation loss set on one rank drives every ra
   const int p = GENERATE(2, 3);
   const std::size_t n = 600;
   // Warm-up steps 0 and 1 on none; step 1's observation, the warm-up's last,
-  // moves step 3 to int8 (budget; an observation decides the level two steps later); rank 0 alone reports a
-  // validation loss after each step from step 1 on; step 2's (made on none) is
-  // not fed, but its loss carries; the one after step 4 is 50% above the best,
-  // so from step 6 every rank runs none again, capped there.
+  // moves step 3 to int8 (budget; an observation decides the level two steps later); rank 0 alone
+  // reports a validation loss after each step from step 1 on; step 2's (made on none) is not fed,
+  // but its loss carries; the one after step 4 is 50% above the best, so from step 6 every rank
+  // runs none again, capped there.
   adaptive_allreduce_options o;
   o.policy.with_ladder(adaptive::ladder::parse("none,int8"))
       .with_warmup_steps(2)

@@ -540,3 +540,74 @@ TEST_CASE("decision log: JSON and CSV rows carry every field", "[adaptive]") {
   CHECK(r.back() == d.text);
   CHECK(d.text.find("above the budget") != std::string::npos);
 }
+
+TEST_CASE("controller: the accuracy guard undoes the last tightening, staleness included",
+          "[adaptive]") {
+  // Minimum energy on a slow, latency-heavy link: the codec tightens at the
+  // warm-up's end, then the comm fraction raises the staleness (spread off).
+  controller c(base_options()
+                   .with_consistency(true)
+                   .with_minimum_energy()
+                   .with_spread_thresholds(1e9, 1e9)
+                   .with_comm_fraction_thresholds(0.5, 0.0)
+                   .with_staleness_ladder({0, 1, 3})
+                   .with_accuracy_guard(0.1));
+  link_sim link;
+  link.bandwidth = 1e9;
+  link.latency = 0.002;
+  link.compute = 0.001;
+  std::vector<adaptive::decision> seen;
+  bool latency_dropped = false;
+  std::uint64_t s = 0;
+  auto feed = [&](std::uint64_t to, double loss) {
+    for (; s < to; ++s) {
+      const double before = c.latency_seconds();
+      auto o = link.step(c, s);
+      if (s % 10 == 9) o.with_val_loss(loss);
+      for (const auto& d : c.observe(o)) {
+        seen.push_back(d);
+        // A new consistency mode drops the latency line (refitted under it).
+        if (d.changes_mode() && before > 0) latency_dropped = c.latency_seconds() == 0;
+      }
+    }
+  };
+  feed(400, 1.0);
+  REQUIRE(c.level() > 0);
+  REQUIRE(c.consistency().staleness == 3);
+  CHECK(latency_dropped);
+  std::size_t tight_codec = 0, tight_mode = 0;
+  for (const auto& d : seen) {
+    if (d.changes_codec() && d.to_level > d.from_level) tight_codec = d.step;
+    if (d.changes_mode() && d.why == reason::congestion) tight_mode = d.step;
+  }
+  REQUIRE(tight_mode > tight_codec);  // the staleness moved last
+  const std::size_t level = c.level();
+  const std::size_t before = seen.size();
+  feed(420, 1.5);  // 50% above the best loss: the guard acts on the first bad window
+  REQUIRE(seen.size() > before);
+  const auto& g = seen[before];
+  CHECK(g.why == reason::accuracy_loss);
+  CHECK(g.changes_mode());
+  CHECK_FALSE(g.changes_codec());
+  CHECK(g.to_mode == ps::consistency::bounded_staleness(1));
+  CHECK(c.staleness_ceiling() == 1);
+  CHECK(c.level() == level);
+  // Still bad: after the dwell the guard loosens the codec (no staleness move
+  // is the last tightening now), then the staleness again, ...
+  feed(1000, 1.5);
+  CHECK(c.consistency() == ps::consistency::sync());
+  CHECK(c.staleness_ceiling() == 0);
+  CHECK(c.level() < level);
+  for (std::size_t k = before; k < seen.size(); ++k) {
+    INFO(seen[k].to_json());
+    CHECK((seen[k].why == reason::accuracy_loss || seen[k].why == reason::budget_unattainable ||
+           seen[k].why == reason::budget_attainable));
+    if (seen[k].why == reason::accuracy_loss)
+      CHECK(seen[k].changes_codec() != seen[k].changes_mode());  // one kind per move
+  }
+  // Loss fine again and the link as slow: the staleness stays under its cap.
+  const std::size_t ceiling = c.ceiling();
+  feed(2000, 1.0);
+  CHECK(c.consistency() == ps::consistency::sync());
+  CHECK(c.level() <= ceiling);
+}

@@ -200,6 +200,21 @@ TEST_CASE("train_demo options: the adaptive mode's budget and ladder", "[train]"
   CHECK_THAT(error_of({"--adaptive-ladder", "int8,none"}), Catch::Contains("loosest first"));
 }
 
+TEST_CASE("train_demo options: the adaptive mode's averaging periods", "[train]") {
+  CHECK(parse({}).adaptive_periods == std::vector<std::uint32_t>{1, 2, 4});
+  CHECK(parse({"--adaptive-periods", "1"}).adaptive_periods == std::vector<std::uint32_t>{1});
+  CHECK(parse({"--adaptive-periods", "1,3,8"}).adaptive_periods ==
+        std::vector<std::uint32_t>{1, 3, 8});
+  CHECK_THAT(error_of({"--adaptive-periods", "2,4"}),
+             Catch::Contains("--adaptive-periods must start with 1 (synchronous), got \"2,4\""));
+  CHECK_THAT(error_of({"--adaptive-periods", "1,4,4"}),
+             Catch::Contains("--adaptive-periods must increase, got \"1,4,4\""));
+  CHECK_THAT(error_of({"--adaptive-periods", "1,,2"}),
+             Catch::Contains("--adaptive-periods expects an integer in [1, 64], got \"\""));
+  CHECK_THAT(error_of({"--adaptive-periods", "1,65"}),
+             Catch::Contains("--adaptive-periods expects an integer in [1, 64], got \"65\""));
+}
+
 TEST_CASE("train_demo options: --link-change and tc rates", "[train]") {
   const auto d = parse({});
   CHECK(!d.link_change.active());

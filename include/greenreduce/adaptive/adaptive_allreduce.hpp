@@ -49,8 +49,19 @@
 // owned chunk before the new ring runs, so the result of that step carries
 // what the old codec still owed. If that run fails, the input is restored and
 // the residual stays pending; if the next length differs, it is dropped.
-// The consistency decision does not apply to a ring (it is always
-// synchronous): adaptive_allreduce turns policy.adapt_consistency off.
+//
+// Periodic averaging (local_sgd): a ring is synchronous, so the consistency
+// decision has no meaning for a gradient allreduce and adaptive_allreduce
+// turns policy.adapt_consistency off — unless the caller runs local SGD
+// (adaptive::model_averaging): every rank steps its own parameters and
+// averages them (their change since the last average) every period() steps.
+// Then the controller's staleness s sets the period, s + 1 steps (a rank's
+// parameters miss at most s steps of the others' updates), each run() is one
+// exchange covering period() steps, and the observation each run carries is
+// per training step: its seconds, bytes, work and joules divided by the
+// period, so budgets and predictions stay per step. The observation made
+// under a period the controller has since left is not fed, as after a codec
+// switch.
 #pragma once
 
 #include <algorithm>
@@ -81,6 +92,9 @@ struct adaptive_allreduce_options {
   collective::ring_options ring;         ///< options of every level's ring
   std::size_t probe_elements = 1 << 16;  ///< compression-error probe size; 0 = never probe
   std::uint64_t probe_every = 0;         ///< steps between probes; 0 = policy.window_steps
+  /// The caller averages parameters every period() steps (model_averaging):
+  /// the controller's staleness s sets the period, s + 1 (see the header).
+  bool local_sgd = false;
 
   adaptive_allreduce_options& with_policy(controller_options p) {
     return policy = std::move(p), *this;
@@ -88,6 +102,7 @@ struct adaptive_allreduce_options {
   adaptive_allreduce_options& with_ring(collective::ring_options r) {
     return ring = std::move(r), *this;
   }
+  adaptive_allreduce_options& with_local_sgd(bool on = true) { return local_sgd = on, *this; }
   adaptive_allreduce_options& with_probe(std::size_t elements, std::uint64_t every) {
     probe_elements = elements;
     probe_every = every;
@@ -206,7 +221,7 @@ class adaptive_allreduce {
   adaptive_allreduce(Transport& t, std::size_t max_count, adaptive_allreduce_options o = {})
       : t_(t),
         opts_(std::move(o)),
-        ctl_(ring_policy(opts_.policy)),
+        ctl_(ring_policy(opts_.policy, opts_.local_sgd)),
         max_count_(max_count),
         rings_(opts_.policy.ladder.size()),
         probe_rng_(opts_.ring.seed ^ 0x70726f6265ULL, static_cast<std::uint64_t>(t.rank())) {
@@ -234,6 +249,11 @@ class adaptive_allreduce {
   /// Runs so far.
   std::uint64_t steps() const noexcept { return step_; }
   std::size_t max_count() const noexcept { return max_count_; }
+  /// Training steps the next run() covers: 1, or with local_sgd the
+  /// controller's staleness + 1 (the same on every rank).
+  std::uint64_t period() const noexcept {
+    return opts_.local_sgd ? std::uint64_t{ctl_.consistency().staleness} + 1 : 1;
+  }
 
   /// The validation loss of the step just run; reported with its observation.
   void set_validation_loss(double loss) {
@@ -261,6 +281,7 @@ class adaptive_allreduce {
     std::array<std::byte, allreduce_detail::record_bytes> note{};
     if (step_ > 0) allreduce_detail::write(note, record_of_last(start));
     const std::size_t lvl = ctl_.level();
+    const std::uint64_t period_now = period();
     ring_base& ring = ring_for(lvl);
     probe(data, lvl);
     const std::size_t n = data.size();
@@ -275,10 +296,11 @@ class adaptive_allreduce {
     }
     std::optional<observation> seen;
     std::size_t seen_level = 0;
+    std::uint64_t seen_period = 1;
     report rep;
     try {
       rep = ring.run(data, op, note, [&](std::span<const std::span<const std::byte>> notes) {
-        if (step_ > 0) seen = merge_records(notes, seen_level);
+        if (step_ > 0) seen = merge_records(notes, seen_level, seen_period);
       });
     } catch (...) {
       if (flush) std::copy(saved_.begin(), saved_.end(), data.begin());
@@ -289,11 +311,12 @@ class adaptive_allreduce {
     last_ = rep;
     last_start_ = start;
     last_level_ = lvl;
+    last_period_ = period_now;
     last_n_ = n;
     ++step_;
-    if (seen && seen_level != ctl_.level()) {
-      // Made at a level the controller has already left (the step after a
-      // switch): its costs are not the current level's; only a loss carries.
+    if (seen && (seen_level != ctl_.level() || seen_period != period())) {
+      // Made at a level or period the controller has already left (the step
+      // after a switch): its costs are not the current ones; only a loss carries.
       if (seen->has_val_loss()) carried_loss_ = seen->val_loss;
     } else if (seen) {
       if (!seen->has_val_loss() && carried_loss_) seen->val_loss = *carried_loss_;
@@ -306,8 +329,8 @@ class adaptive_allreduce {
   }
 
  private:
-  static controller_options ring_policy(controller_options p) {
-    p.adapt_consistency = false;  // a ring is always synchronous
+  static controller_options ring_policy(controller_options p, bool local_sgd) {
+    p.adapt_consistency = p.adapt_consistency && local_sgd;  // else the ring is synchronous
     return p;
   }
 
@@ -377,26 +400,29 @@ class adaptive_allreduce {
     allreduce_detail::record mine;
     mine.step = step_ - 1;
     mine.level = last_level_;
-    mine.stale = 0;
+    // Per training step: the last run covered last_period_ steps.
+    const double per = static_cast<double>(last_period_);
+    const auto per_step = [&](std::uint64_t v) { return v / last_period_; };
+    mine.stale = last_period_ - 1;
     mine.decisions = ctl_.log().size();
-    mine.comm = last_.seconds;
-    mine.step_s = std::chrono::duration<double>(now - last_start_).count();
-    mine.joules = last_.energy.total_j();
+    mine.comm = last_.seconds / per;
+    mine.step_s = std::chrono::duration<double>(now - last_start_).count() / per;
+    mine.joules = last_.energy.total_j() / per;
     mine.err = err_;  // the probe of step t-1 (run() probes after building the record)
     mine.loss = loss_.value_or(std::numeric_limits<double>::quiet_NaN());
-    mine.wire = last_.wire_bytes();
-    mine.sent = last_.bytes_sent;
-    mine.raw = last_.raw_bytes;
-    mine.mem = last_.memory_bytes;
-    mine.ops = last_.compute_ops;
+    mine.wire = per_step(last_.wire_bytes());
+    mine.sent = per_step(last_.bytes_sent);
+    mine.raw = per_step(last_.raw_bytes);
+    mine.mem = per_step(last_.memory_bytes);
+    mine.ops = per_step(last_.compute_ops);
     loss_.reset();
     return mine;
   }
 
   // Every rank's record (from the ring's agreement) into one observation;
   // a rank whose policy state differs is a mismatch_error before data moves.
-  observation merge_records(std::span<const std::span<const std::byte>> notes,
-                            std::size_t& level) const {
+  observation merge_records(std::span<const std::span<const std::byte>> notes, std::size_t& level,
+                            std::uint64_t& period) const {
     std::vector<allreduce_detail::record> all;
     all.reserve(notes.size());
     for (std::size_t q = 0; q < notes.size(); ++q) {
@@ -420,6 +446,7 @@ class adaptive_allreduce {
                                          "; input left unchanged"));
     }
     level = static_cast<std::size_t>(all[0].level);
+    period = all[0].stale + 1;
     return allreduce_detail::merge(all);
   }
 
@@ -448,6 +475,7 @@ class adaptive_allreduce {
   report last_;
   clock::time_point last_start_{};
   std::size_t last_level_ = 0;
+  std::uint64_t last_period_ = 1;
   std::size_t last_n_ = 0;
   std::uint64_t step_ = 0;
   double err_ = -1;

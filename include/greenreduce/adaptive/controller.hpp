@@ -55,19 +55,25 @@
 //   exceeds the reference by more than max_loss_increase, or whose mean
 //   compression error exceeds max_compression_error, for guard_windows windows,
 //   moves one level looser and caps every later target below the level that
-//   failed (the cap only falls), so guard and budget cannot ping-pong.
+//   failed (the cap only falls), so guard and budget cannot ping-pong. With
+//   adapt_consistency a loss rise may instead lower the staleness one rung
+//   and cap it there: the guard undoes the kind of tightening (codec or
+//   staleness) made last; compression error only ever loosens the codec.
 // * Consistency (adapt_consistency): a step-time spread above spread_high (or a
 //   comm fraction above comm_fraction_high) for hysteresis_windows windows
-//   moves one rung up staleness_ladder; below spread_low one rung down; the
-//   same dwell rule applies.
+//   moves one rung up staleness_ladder (never above the guard's cap, never
+//   while the guard waits); below spread_low (and the comm fraction below
+//   comm_fraction_low) one rung down; the same dwell rule applies. A change
+//   of consistency drops the latency estimate, which is refitted from windows
+//   run under the new mode (a step's exchange costs differ there).
 //
 // Determinism: decisions are a pure function of the options and the sequence of
 // observations — no clock, no randomness — so ranks fed identical observations
 // decide identically (adaptive_allreduce relies on it).
 //
 // Bounds: moves of one kind are at least dwell_windows windows apart (the guard
-// may undo a tightening at once); the guard moves at most ladder.size() - 1
-// times in a run.
+// may undo a tightening at once); the guard moves at most ladder.size() - 1 +
+// staleness_ladder.size() - 1 times in a run.
 #pragma once
 
 #include <algorithm>
@@ -110,6 +116,7 @@ class controller {
     mode_d_ = damper(o_.dwell_windows);
     state_d_ = damper(o_.dwell_windows);
     ceiling_ = o_.ladder.size() - 1;
+    stale_ceiling_ = o_.staleness_ladder.size() - 1;
     if (o_.warmup_steps == 0) state_ = policy_state::tracking;
   }
 
@@ -125,6 +132,8 @@ class controller {
   policy_state state() const noexcept { return state_; }
   /// The strongest level the accuracy guard still allows.
   std::size_t ceiling() const noexcept { return ceiling_; }
+  /// The highest staleness_ladder index the accuracy guard still allows.
+  std::size_t staleness_ceiling() const noexcept { return stale_ceiling_; }
   /// Every decision so far, oldest first.
   const std::vector<decision>& log() const noexcept { return log_; }
   std::uint64_t steps_observed() const noexcept { return steps_; }
@@ -286,8 +295,17 @@ class controller {
   std::size_t level_ = 0;
   std::size_t stale_ = 0;
   std::size_t ceiling_ = 0;
+  std::size_t stale_ceiling_ = 0;
+  // The kind of the last tightening move (codec stronger or staleness up):
+  // what the accuracy guard undoes first.
+  enum class tightening : std::uint8_t {
+    none,
+    codec,
+    staleness
+  } last_tightening_ = tightening::none;
   std::uint32_t guard_bad_ = 0, met_windows_ = 0, unmet_windows_ = 0;
   bool last_move_by_guard_ = false;
+  bool last_guard_stale_ = false;  // the guard's last move lowered the staleness
   hysteresis codec_h_, mode_h_;
   damper codec_d_, mode_d_, state_d_;  // state_d_: budget_(un)attainable records
   policy_state state_ = policy_state::warmup;
@@ -471,7 +489,8 @@ class controller {
     const int g = guard(step, s);
     if (g == 0) objectives(step, s, true);
     if (g < 0) objectives(step, s, false);
-    if (o_.adapt_consistency) congestion(step, s);
+    if (o_.adapt_consistency && g == 0) congestion(step, s);
+    if (o_.adapt_consistency && g < 0) mode_h_.see(0);  // nothing may tighten while it waits
   }
 
   // The accuracy guard: 1 when it moved, -1 when accuracy is bad but it may not
@@ -482,10 +501,36 @@ class controller {
         s.val_loss > s.reference_loss + o_.max_loss_increase * std::fabs(s.reference_loss);
     const bool err_bad = o_.max_compression_error > 0 && !std::isnan(s.compression_error) &&
                          s.compression_error > o_.max_compression_error;
-    guard_bad_ = (loss_bad || err_bad) && level_ > 0 ? guard_bad_ + 1 : 0;
+    // A loss rise may come from staleness too; compression error only from the codec.
+    const bool can_codec = level_ > 0;
+    const bool can_stale = loss_bad && stale_ > 0;
+    guard_bad_ =
+        (loss_bad && (can_codec || can_stale)) || (err_bad && can_codec) ? guard_bad_ + 1 : 0;
     if (guard_bad_ == 0) return 0;
     if (guard_bad_ < o_.guard_windows) return -1;
-    if (last_move_by_guard_ && !codec_d_.ready()) return -1;
+    // Guard moves are a dwell apart (of the kind it moved last).
+    if (last_move_by_guard_ && !(last_guard_stale_ ? mode_d_ : codec_d_).ready()) return -1;
+    // Undo the most recent kind of tightening (the other when that one cannot move).
+    const bool undo_stale = can_stale && (!can_codec || !err_bad) &&
+                            (!can_codec || last_tightening_ == tightening::staleness);
+    if (undo_stale) {
+      const std::size_t to = stale_ - 1;
+      stale_ceiling_ = std::min(stale_ceiling_, to);
+      std::string text =
+          detail::str("validation loss ", s.val_loss, " exceeds the reference ", s.reference_loss,
+                      " by more than ", o_.max_loss_increase * 100, "%; staleness ",
+                      o_.staleness_ladder[to], " and capping it there");
+      if (mode_d_.moved(-1, max_dwell()))
+        text += detail::str("; reverses a recent move, dwell now ", mode_d_.dwell, " windows");
+      if (state_ == policy_state::budget_unattainable) state_ = policy_state::tracking;
+      record(step, level_, to, reason::accuracy_loss, std::move(text), s);
+      set_staleness(to);
+      last_tightening_ = tightening::none;
+      last_move_by_guard_ = true;
+      last_guard_stale_ = true;
+      guard_bad_ = 0;
+      return 1;
+    }
     const std::size_t to = level_ - 1;
     ceiling_ = std::min(ceiling_, to);
     const auto p = predict(to);
@@ -500,7 +545,9 @@ class controller {
                                "; loosening and capping the ladder at level ", ceiling_);
     if (state_ == policy_state::budget_unattainable) state_ = policy_state::tracking;
     move_codec(step, to, loss_bad ? reason::accuracy_loss : reason::accuracy_error, text, s);
+    last_tightening_ = tightening::none;
     last_move_by_guard_ = true;
+    last_guard_stale_ = false;
     guard_bad_ = 0;
     return 1;
   }
@@ -675,24 +722,38 @@ class controller {
     const bool high = s.step_spread > o_.spread_high || (use_frac && frac > o_.comm_fraction_high);
     const bool low = s.step_spread < o_.spread_low && (!use_frac || frac < o_.comm_fraction_low);
     int want = 0;
-    if (high && stale_ + 1 < o_.staleness_ladder.size()) want = +1;
+    if (high && stale_ < stale_ceiling_) want = +1;
     if (low && !high && stale_ > 0) want = -1;
     mode_h_.see(want);
     if (want == 0 || mode_h_.count < o_.hysteresis_windows || !mode_d_.ready()) return;
     const std::size_t to = want > 0 ? stale_ + 1 : stale_ - 1;
+    const bool by_spread = s.step_spread > o_.spread_high;
     std::string text =
-        want > 0
-            ? detail::str("step-time spread ", s.step_spread, " (comm fraction ", frac, ") above ",
-                          o_.spread_high, " for ", mode_h_.count, " windows: staleness ",
-                          o_.staleness_ladder[to])
-            : detail::str("step-time spread ", s.step_spread, " below ", o_.spread_low, " for ",
-                          mode_h_.count, " windows: staleness ", o_.staleness_ladder[to]);
+        want > 0 ? (by_spread
+                        ? detail::str("step-time spread ", s.step_spread, " above ", o_.spread_high)
+                        : detail::str("comm fraction ", frac, " above ", o_.comm_fraction_high))
+                 : detail::str("step-time spread ", s.step_spread, " below ", o_.spread_low,
+                               use_frac ? detail::str(" and comm fraction ", frac, " below ",
+                                                      o_.comm_fraction_low)
+                                        : std::string());
+    text += detail::str(" for ", mode_h_.count, " windows: staleness ", o_.staleness_ladder[to]);
     if (mode_d_.moved(want, max_dwell()))
       text += detail::str("; reverses a recent move, dwell now ", mode_d_.dwell, " windows");
     record(step, level_, to, want > 0 ? reason::congestion : reason::congestion_cleared,
            std::move(text), s);
+    set_staleness(to);
+    if (want > 0) last_tightening_ = tightening::staleness;
+    last_move_by_guard_ = false;
+  }
+
+  // A new consistency mode changes what a step's communication costs (fewer,
+  // larger or later exchanges): the latency line is refitted from windows
+  // measured under it.
+  void set_staleness(std::size_t to) {
     stale_ = to;
     mode_h_ = {};
+    latency_ = {};
+    for (auto& st : stats_) st.last_window = 0;
   }
 
   std::uint32_t max_dwell() const noexcept {
@@ -707,6 +768,7 @@ class controller {
     if (codec_d_.moved(to > level_ ? +1 : -1, max_dwell()))
       text += detail::str("; reverses a recent move, dwell now ", codec_d_.dwell, " windows");
     record(step, to, stale_, why, std::move(text), s);
+    if (to > level_) last_tightening_ = tightening::codec;
     level_ = to;
     codec_h_ = {};
   }
