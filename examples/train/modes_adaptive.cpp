@@ -52,7 +52,7 @@ void write_levels_svg(const std::string& path, const std::vector<std::size_t>& l
                       const std::vector<std::uint32_t>& period_ladder,
                       const adaptive::ladder& ladder, const std::string& title) {
   std::ofstream os(path);
-  const double W = 960, H = 300, l = 150, r = 880, top = 40, bottom = 250;
+  const double W = 960, H = 300, l = 150, r = 880, top = 46, bottom = 250;
   const double n = static_cast<double>(std::max<std::size_t>(levels.size(), 1));
   const double rungs = static_cast<double>(std::max<std::size_t>(ladder.size() - 1, 1));
   auto x = [&](double s) { return l + (r - l) * s / n; };
@@ -102,9 +102,11 @@ void write_levels_svg(const std::string& path, const std::vector<std::size_t>& l
     }
   }
   if (!periods.empty()) os << x(n) << ',' << yp(rung(periods.back())) << ' ';
-  os << "\"/>\n<text x=\"" << l << "\" y=\"" << H - 8
-     << "\" fill=\"#d62728\">codec (left)</text><text x=\"" << l + 110 << "\" y=\"" << H - 8
-     << "\" fill=\"#1f77b4\">averaging period, steps (right, dashed)</text>\n</svg>\n";
+  os << "\"/>\n<text x=\"" << l << "\" y=\"" << top - 6
+     << "\" font-size=\"11\" fill=\"#d62728\">codec (left, solid)</text><text x=\"" << r
+     << "\" y=\"" << top - 6
+     << "\" font-size=\"11\" text-anchor=\"end\" fill=\"#1f77b4\">averaging period in steps "
+        "(right, dashed)</text>\n</svg>\n";
 }
 
 std::string budget_text(const demo_options& o) {
