@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -221,4 +222,50 @@ TEST_CASE("model_averaging: bad input is refused and leaves the parameters as th
       for (std::size_t i = 0; i < w.size(); ++i) CHECK(w[i] == static_cast<float>(i + 1));
     }
   }
+}
+
+TEST_CASE("model_averaging: the policy sees each exchange's costs per training step",
+          "[adaptive]") {
+  const int p = GENERATE(2, 3);
+  const std::size_t n = 777;
+  // Joules from wire bytes only (no timing in the figures), fp32 throughout;
+  // any communication counts as congestion, so the period goes 1 -> 4 -> 8.
+  const energy::model wire_only(energy::coefficients{1.0, 0.0, 0.0, 0.0});
+  adaptive_allreduce_options o;
+  o.policy.with_ladder(adaptive::ladder::parse("none"))
+      .with_model(wire_only)
+      .with_warmup_steps(2)
+      .with_window_steps(2)
+      .with_hysteresis(1, 1)
+      .with_spread_thresholds(1e9, 1e9)
+      .with_comm_fraction_thresholds(1e-12, 0)
+      .with_staleness_ladder({0, 3, 7});
+  o.ring.energy = wire_only;
+  o.with_probe(0, 1);
+  std::vector<double> joules(static_cast<std::size_t>(p), 0);  // of one exchange, per rank
+  std::vector<std::vector<adaptive::decision>> logs(static_cast<std::size_t>(p));
+  auto errors = test::on_ranks(p, [&](inproc& t) {
+    const auto r = static_cast<std::size_t>(t.rank());
+    std::vector<float> w(n, 1.0F);
+    model_averaging<inproc> avg(t, w, o);
+    for (int s = 0; s < 200; ++s) {
+      w[static_cast<std::size_t>(s) % n] += 0.25F * static_cast<float>(t.rank() + 1);
+      if (auto rep = avg.step(w)) {
+        const double j = rep->energy.total_j();
+        if (joules[r] != 0 && j != joules[r]) throw std::runtime_error("exchange joules vary");
+        joules[r] = j;
+      }
+    }
+    logs[r] = avg.policy().log();
+  });
+  test::rethrow_any(errors);
+  double job = 0;  // the job-wide joules of one exchange (the sum over ranks)
+  for (double j : joules) job += j;
+  REQUIRE(job > 0);
+  std::vector<double> seen;  // window joules per step behind each congestion move
+  for (const auto& d : logs[0])
+    if (d.why == adaptive::reason::congestion) seen.push_back(d.measured.joules);
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0] == Approx(job).epsilon(1e-12));      // measured at period 1
+  CHECK(seen[1] == Approx(job / 4).epsilon(1e-12));  // at period 4: a quarter per step
 }
