@@ -77,6 +77,21 @@ void same_as_cpu(const Dev& dev, std::size_t n, std::uint64_t seed) {
     REQUIRE(std::bit_cast<std::uint32_t>(gdec[i]) == std::bit_cast<std::uint32_t>(dec[i]));
     REQUIRE(std::bit_cast<std::uint32_t>(gacc[i]) == std::bit_cast<std::uint32_t>(acc_cpu[i]));
   }
+
+  // The element-at-a-time paths: a frame 4 bytes and an output one float past
+  // the 16-byte boundaries the vectorised decoders need.
+  gr::cuda::device_buffer<std::byte> df4(wl + 4);
+  gr::cuda::device_buffer<float> dacc4(n + 1);
+  GREENREDUCE_CUDA_CHECK(cudaMemcpy(df4.data() + 4, frame.data(), wl, cudaMemcpyHostToDevice));
+  if (n > 0)
+    GREENREDUCE_CUDA_CHECK(cudaMemcpy(dacc4.data() + 1, acc.data(), 4 * n, cudaMemcpyHostToDevice));
+  dev.decode_add(df4.data() + 4, wl, dacc4.data() + 1, n, nullptr);
+  std::vector<float> gacc4(n);
+  if (n > 0)
+    GREENREDUCE_CUDA_CHECK(
+        cudaMemcpy(gacc4.data(), dacc4.data() + 1, 4 * n, cudaMemcpyDeviceToHost));
+  for (std::size_t i = 0; i < n; ++i)
+    REQUIRE(std::bit_cast<std::uint32_t>(gacc4[i]) == std::bit_cast<std::uint32_t>(acc_cpu[i]));
 }
 
 template <class Dev>

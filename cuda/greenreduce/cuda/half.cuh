@@ -9,7 +9,9 @@
 //
 // Each thread handles four consecutive elements (one float4 load, one 8- or
 // 16-byte store) when the input is 16-byte aligned and the frame starts on a
-// 16-byte boundary; otherwise one element at a time.
+// 16-byte boundary; otherwise one element at a time. decode and decode_add
+// likewise: one 8- or 16-byte frame load and float4 loads and stores of the
+// output when both allow it.
 #pragma once
 
 #include <cmath>
@@ -84,11 +86,42 @@ __global__ void dense_encode(const float* __restrict__ x, std::uint64_t n,
   }
 }
 
-template <class Rule, bool Add, unsigned Threads>
+template <class Rule, bool Add, bool Vector, unsigned Threads>
 __global__ void dense_decode(const typename Rule::word* __restrict__ in, std::uint64_t n,
                              float* __restrict__ out) {
-  for (std::uint64_t i = blockIdx.x * Threads + threadIdx.x; i < n;
-       i += static_cast<std::uint64_t>(gridDim.x) * Threads) {
+  using word = typename Rule::word;
+  const std::uint64_t stride = static_cast<std::uint64_t>(gridDim.x) * Threads;
+  std::uint64_t quads = 0;
+  if constexpr (Vector) {
+    // Four elements a thread: one 8-byte (16-bit words) or 16-byte load of the
+    // frame, one float4 load and store of the output.
+    quads = n / 4;
+    for (std::uint64_t v = blockIdx.x * Threads + threadIdx.x; v < quads; v += stride) {
+      word w[4];
+      if constexpr (sizeof(word) == 2) {
+        const uint2 u = reinterpret_cast<const uint2*>(in)[v];
+        w[0] = static_cast<word>(u.x & 0xFFFFU);
+        w[1] = static_cast<word>(u.x >> 16);
+        w[2] = static_cast<word>(u.y & 0xFFFFU);
+        w[3] = static_cast<word>(u.y >> 16);
+      } else {
+        const uint4 u = reinterpret_cast<const uint4*>(in)[v];
+        w[0] = u.x;
+        w[1] = u.y;
+        w[2] = u.z;
+        w[3] = u.w;
+      }
+      float4 o = make_float4(Rule::decode(w[0]), Rule::decode(w[1]), Rule::decode(w[2]),
+                             Rule::decode(w[3]));
+      if constexpr (Add) {
+        const float4 a = reinterpret_cast<const float4*>(out)[v];
+        o = make_float4(math::add_rn(a.x, o.x), math::add_rn(a.y, o.y), math::add_rn(a.z, o.z),
+                        math::add_rn(a.w, o.w));
+      }
+      reinterpret_cast<float4*>(out)[v] = o;
+    }
+  }
+  for (std::uint64_t i = 4 * quads + blockIdx.x * Threads + threadIdx.x; i < n; i += stride) {
     const float v = Rule::decode(in[i]);
     out[i] = Add ? math::add_rn(out[i], v) : v;
   }
@@ -164,8 +197,14 @@ class dense_codec : public device_codec<dense_codec<Rule>, typename Rule::host_c
   template <bool Add>
   void apply(const std::byte* frame, float* out, std::size_t n, cudaStream_t stream) const {
     if (n == 0) return;
-    kernels::dense_decode<Rule, Add, threads><<<grid_for(n, threads), threads, 0, stream>>>(
-        reinterpret_cast<const word*>(frame + frame_header_bytes), n, out);
+    const auto* w = reinterpret_cast<const word*>(frame + frame_header_bytes);
+    if (reinterpret_cast<std::uintptr_t>(w) % (4 * sizeof(word)) == 0 &&
+        reinterpret_cast<std::uintptr_t>(out) % 16 == 0)
+      kernels::dense_decode<Rule, Add, true, threads>
+          <<<grid_for((n + 3) / 4, threads), threads, 0, stream>>>(w, n, out);
+    else
+      kernels::dense_decode<Rule, Add, false, threads>
+          <<<grid_for(n, threads), threads, 0, stream>>>(w, n, out);
     check_launch("dense_decode");
   }
 };

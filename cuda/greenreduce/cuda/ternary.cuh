@@ -113,18 +113,50 @@ __global__ void ternary_check(const std::uint32_t* scales, std::uint64_t nb,
   }
 }
 
-template <bool Add, unsigned Threads>
+template <bool Add, bool Vector, unsigned Threads>
 __global__ void ternary_decode(const std::uint32_t* __restrict__ scales,
                                const std::uint8_t* __restrict__ codes, std::uint64_t n,
                                std::uint64_t bucket, float* __restrict__ out) {
-  for (std::uint64_t i = blockIdx.x * Threads + threadIdx.x; i < n;
-       i += static_cast<std::uint64_t>(gridDim.x) * Threads) {
+  const std::uint64_t stride = static_cast<std::uint64_t>(gridDim.x) * Threads;
+  auto value = [](std::uint32_t c, float s) {
+    return math::mul_rn(static_cast<float>(static_cast<int>(c & 1U) - static_cast<int>(c >> 1)), s);
+  };
+  std::uint64_t quads = 0;
+  if constexpr (Vector) {
+    // Four consecutive elements a thread (a float4 of the output). Buckets
+    // are whole tiles, so the four share a scale; in a full tile they are
+    // lanes l..l+3 of one row (bytes 4 apart, same shift), in the last,
+    // partial one a single byte.
+    quads = n / 4;
+    for (std::uint64_t v = blockIdx.x * Threads + threadIdx.x; v < quads; v += stride) {
+      const std::uint64_t i = 4 * v;
+      const float s = math::float_of(scales[bucket == 0 ? 0 : i / bucket]);
+      const std::uint64_t t = i / math::ternary_tile;
+      std::uint32_t c[4];
+      if ((t + 1) * math::ternary_tile <= n) {
+        const std::uint64_t e = i % math::ternary_tile, row = e / math::ternary_lanes,
+                            l = e % math::ternary_lanes;
+        const std::uint8_t* b = codes + t * (math::ternary_tile / 4) + 4 * l + row / 4;
+        const unsigned sh = static_cast<unsigned>(2 * (row % 4));
+        for (int k = 0; k < 4; ++k) c[k] = (b[4 * k] >> sh) & 3U;
+      } else {
+        const std::uint32_t byte = codes[i / 4];
+        for (int k = 0; k < 4; ++k) c[k] = (byte >> (2 * k)) & 3U;
+      }
+      float4 o = make_float4(value(c[0], s), value(c[1], s), value(c[2], s), value(c[3], s));
+      if constexpr (Add) {
+        const float4 a = reinterpret_cast<const float4*>(out)[v];
+        o = make_float4(math::add_rn(a.x, o.x), math::add_rn(a.y, o.y), math::add_rn(a.z, o.z),
+                        math::add_rn(a.w, o.w));
+      }
+      reinterpret_cast<float4*>(out)[v] = o;
+    }
+  }
+  for (std::uint64_t i = 4 * quads + blockIdx.x * Threads + threadIdx.x; i < n; i += stride) {
     unsigned sh = 0;
     const std::uint32_t c = (codes[math::ternary_code_byte(i, n, sh)] >> sh) & 3U;
     const float s = math::float_of(scales[bucket == 0 ? 0 : i / bucket]);
-    const float v =
-        math::mul_rn(static_cast<float>(static_cast<int>(c & 1U) - static_cast<int>(c >> 1)), s);
-    out[i] = Add ? math::add_rn(out[i], v) : v;
+    out[i] = Add ? math::add_rn(out[i], value(c, s)) : value(c, s);
   }
 }
 
@@ -198,9 +230,15 @@ class ternary_codec : public device_codec<ternary_codec, codec::ternary> {
     if (n == 0) return;
     const std::byte* p = frame + frame_header_bytes;
     const std::size_t nb = c_.buckets(n);
-    kernels::ternary_decode<Add, threads><<<grid_for(n, threads), threads, 0, stream>>>(
-        reinterpret_cast<const std::uint32_t*>(p + 4),
-        reinterpret_cast<const std::uint8_t*>(p + 4 + 4 * nb), n, c_.bucket(), out);
+    const auto* scales = reinterpret_cast<const std::uint32_t*>(p + 4);
+    const auto* codes = reinterpret_cast<const std::uint8_t*>(p + 4 + 4 * nb);
+    if (reinterpret_cast<std::uintptr_t>(out) % 16 == 0)
+      kernels::ternary_decode<Add, true, threads>
+          <<<grid_for((n + 3) / 4, threads), threads, 0, stream>>>(scales, codes, n, c_.bucket(),
+                                                                   out);
+    else
+      kernels::ternary_decode<Add, false, threads>
+          <<<grid_for(n, threads), threads, 0, stream>>>(scales, codes, n, c_.bucket(), out);
     check_launch("ternary_decode");
   }
 };
