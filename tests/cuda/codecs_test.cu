@@ -142,8 +142,9 @@ void rejects_bad_frames(const Dev& dev, std::uint64_t seed) {
 TEST_CASE("device int8 writes the CPU's bytes and decodes like the CPU", "[gpu][int8]") {
   const auto seed = gr::test::seed(901);
   for (std::size_t n : lengths)
-    for (const auto& c : {codec::int8::nearest(), codec::int8::stochastic(), codec::int8(1),
-                          codec::int8(100, codec::rounding::stochastic), codec::int8(4096)})
+    for (const auto& c :
+         {codec::int8::nearest(), codec::int8::stochastic(), codec::int8(1), codec::int8(100),
+          codec::int8(100, codec::rounding::stochastic), codec::int8(2044), codec::int8(4096)})
       same_as_cpu(gr::cuda::int8_codec(c), n, seed);
   rejects_non_finite(gr::cuda::int8_codec(), seed);
   rejects_bad_frames(gr::cuda::int8_codec(), seed);
