@@ -19,6 +19,9 @@
 // with buckets of up to 2048 elements (a multiple of 4) and a 16-byte aligned
 // input takes int8_encode_nearest_vec instead: the bucket is read once, as
 // float4s kept in registers, and the codes are stored as packed 4-byte words.
+// Stochastic rounding with buckets of a multiple of 64 elements, up to 2048,
+// takes int8_encode_stochastic_reg: each thread keeps the four elements its
+// Philox block rounds in registers, so the bucket is read once.
 #pragma once
 
 #include <cub/block/block_reduce.cuh>
@@ -140,6 +143,68 @@ __global__ void __launch_bounds__(Threads)
   }
 }
 
+/// Stochastic rounding, buckets of a multiple of 64 elements (whole Philox
+/// groups) and at most 4 x Threads x K: work item `it` of a bucket — Philox
+/// block 16 grp + j, whose word c rounds element 64 grp + 16 c + j — loads its
+/// four elements into registers for the absmax, then draws the block once and
+/// rounds them: one read of the input, every thread busy in both phases.
+template <unsigned Threads, unsigned K>
+__global__ void __launch_bounds__(Threads)
+    int8_encode_stochastic_reg(const float* __restrict__ x, std::uint64_t n, std::uint64_t bucket,
+                               rng g, std::uint32_t* __restrict__ scales,
+                               std::int8_t* __restrict__ q, unsigned long long* status) {
+  using reduce = cub::BlockReduce<std::uint32_t, Threads>;
+  __shared__ typename reduce::TempStorage tmp;
+  __shared__ math::int8_params shared_p;
+  __shared__ bool shared_bad;
+  const std::uint64_t items = bucket / 4;
+  for (std::uint64_t b = blockIdx.x; b * bucket < n; b += gridDim.x) {
+    const std::uint64_t s = b * bucket, e = s + bucket < n ? s + bucket : n;
+    float v[K][4];
+    std::uint32_t m = 0;
+    for (unsigned k = 0; k < K; ++k) {
+      const std::uint64_t it = threadIdx.x + k * Threads;
+      const std::uint64_t grp = s / math::philox_group + it / math::philox_group_blocks;
+      const auto j = static_cast<std::uint32_t>(it % math::philox_group_blocks);
+      for (std::uint32_t c = 0; c < 4; ++c) {
+        const std::uint64_t i = math::int8_element(grp, j, c);
+        v[k][c] = it < items && i < e ? x[i] : 0.0F;
+        const std::uint32_t a = math::bits_of(v[k][c]) & math::abs_mask;
+        m = a > m ? a : m;
+      }
+    }
+    const std::uint32_t am = reduce(tmp).Reduce(m, ::cuda::maximum<>{});
+    if (threadIdx.x == 0) {
+      shared_bad = am >= math::inf_bits;
+      shared_p = math::int8_params_of(math::float_of(shared_bad ? 0U : am));
+      scales[b] = math::bits_of(shared_p.scale);
+    }
+    __syncthreads();
+    const math::int8_params p = shared_p;
+    for (unsigned k = 0; k < K; ++k) {
+      const std::uint64_t it = threadIdx.x + k * Threads;
+      if (it >= items) break;
+      const std::uint64_t grp = s / math::philox_group + it / math::philox_group_blocks;
+      const auto j = static_cast<std::uint32_t>(it % math::philox_group_blocks);
+      if (math::int8_element(grp, j, 0) >= e) continue;  // past a partial last bucket
+      if (shared_bad) {
+        for (std::uint32_t c = 0; c < 4; ++c) {
+          const std::uint64_t i = math::int8_element(grp, j, c);
+          if (i < e && (math::bits_of(v[k][c]) & math::abs_mask) >= math::inf_bits)
+            atomicMin(status, static_cast<unsigned long long>(i));
+        }
+        continue;
+      }
+      const auto words = g.block(math::philox_group_blocks * grp + j);
+      for (std::uint32_t c = 0; c < 4; ++c) {
+        const std::uint64_t i = math::int8_element(grp, j, c);
+        if (i < e) q[i] = static_cast<std::int8_t>(math::int8_stochastic(v[k][c], p, words[c]));
+      }
+    }
+    __syncthreads();  // shared_p and tmp are rewritten by the next bucket
+  }
+}
+
 /// Scales must be finite and >= 0 (-0 included), as the CPU decoder requires.
 template <unsigned Threads>
 __global__ void int8_check_scales(const std::uint32_t* scales, std::uint64_t nb,
@@ -222,6 +287,12 @@ class int8_codec : public device_codec<int8_codec, codec::int8> {
             <<<grid_for(c_.buckets(n), 1), vec_threads, 0, stream>>>(in, n, c_.bucket(), scales, q,
                                                                      status.data());
         check_launch("int8_encode_nearest_vec");
+      } else if (stochastic && c_.bucket() % math::philox_group == 0 &&
+                 c_.bucket() <= 4 * vec_threads * vec_k) {
+        kernels::int8_encode_stochastic_reg<vec_threads, vec_k>
+            <<<grid_for(c_.buckets(n), 1), vec_threads, 0, stream>>>(in, n, c_.bucket(), g, scales,
+                                                                     q, status.data());
+        check_launch("int8_encode_stochastic_reg");
       } else {
         kernels::int8_encode<threads><<<grid_for(c_.buckets(n), 1), threads, 0, stream>>>(
             in, n, c_.bucket(), stochastic, g, scales, q, status.data());
