@@ -88,5 +88,6 @@
 #include "greenreduce/adaptive/controller.hpp"
 #include "greenreduce/adaptive/decision.hpp"
 #include "greenreduce/adaptive/ladder.hpp"
+#include "greenreduce/adaptive/model_averaging.hpp"
 #include "greenreduce/adaptive/observation.hpp"
 #include "greenreduce/adaptive/options.hpp"
