@@ -26,6 +26,7 @@
 #include "greenreduce/core/frame.hpp"
 #include "greenreduce/core/rng.hpp"
 #include "greenreduce/cuda/frame.cuh"
+#include "greenreduce/cuda/math.hpp"
 
 namespace greenreduce::cuda {
 
@@ -80,5 +81,21 @@ class device_codec {
 
   Host c_;
 };
+
+namespace kernels {
+
+/// The output side of the vectorised decoders: out[4v, 4v + 4) = o, or += o
+/// (one rounding each, as the CPU) when Add; `out` is 16-byte aligned.
+template <bool Add>
+__device__ inline void store_quad(float* __restrict__ out, std::uint64_t v, float4 o) {
+  if constexpr (Add) {
+    const float4 a = reinterpret_cast<const float4*>(out)[v];
+    o = make_float4(math::add_rn(a.x, o.x), math::add_rn(a.y, o.y), math::add_rn(a.z, o.z),
+                    math::add_rn(a.w, o.w));
+  }
+  reinterpret_cast<float4*>(out)[v] = o;
+}
+
+}  // namespace kernels
 
 }  // namespace greenreduce::cuda

@@ -111,14 +111,9 @@ __global__ void dense_decode(const typename Rule::word* __restrict__ in, std::ui
         w[2] = u.z;
         w[3] = u.w;
       }
-      float4 o = make_float4(Rule::decode(w[0]), Rule::decode(w[1]), Rule::decode(w[2]),
-                             Rule::decode(w[3]));
-      if constexpr (Add) {
-        const float4 a = reinterpret_cast<const float4*>(out)[v];
-        o = make_float4(math::add_rn(a.x, o.x), math::add_rn(a.y, o.y), math::add_rn(a.z, o.z),
-                        math::add_rn(a.w, o.w));
-      }
-      reinterpret_cast<float4*>(out)[v] = o;
+      store_quad<Add>(out, v,
+                      make_float4(Rule::decode(w[0]), Rule::decode(w[1]), Rule::decode(w[2]),
+                                  Rule::decode(w[3])));
     }
   }
   for (std::uint64_t i = 4 * quads + blockIdx.x * Threads + threadIdx.x; i < n; i += stride) {

@@ -36,31 +36,49 @@ namespace greenreduce::cuda {
 
 namespace kernels {
 
+/// The block-wide step of every int8 encoder, in __shared__ memory: the
+/// block's maximum of the threads' |x| bit patterns `m`, from which thread 0
+/// derives the bucket's parameters and writes its scale; every thread gets
+/// them back, with `bad` set when the bucket holds a NaN or Inf.
+template <unsigned Threads>
+struct int8_bucket {
+  using reduce = cub::BlockReduce<std::uint32_t, Threads>;
+  typename reduce::TempStorage tmp;
+  math::int8_params p;
+  bool bad;
+
+  __device__ math::int8_params scale(std::uint32_t m, std::uint32_t* scale_out, bool& bad_out) {
+    const std::uint32_t am = reduce(tmp).Reduce(m, ::cuda::maximum<>{});
+    if (threadIdx.x == 0) {
+      bad = am >= math::inf_bits;
+      p = math::int8_params_of(math::float_of(bad ? 0U : am));
+      *scale_out = math::bits_of(p.scale);
+    }
+    __syncthreads();
+    bad_out = bad;
+    return p;
+  }
+};
+
+/// m = max(m, |v| as bits): NaN and Inf compare above every finite value.
+__device__ inline void max_abs_bits(std::uint32_t& m, float v) {
+  const std::uint32_t a = math::bits_of(v) & math::abs_mask;
+  m = a > m ? a : m;
+}
+
 template <unsigned Threads>
 __global__ void __launch_bounds__(Threads)
     int8_encode(const float* __restrict__ x, std::uint64_t n, std::uint64_t bucket, bool stochastic,
                 rng g, std::uint32_t* __restrict__ scales, std::int8_t* __restrict__ q,
                 unsigned long long* status) {
-  using reduce = cub::BlockReduce<std::uint32_t, Threads>;
-  __shared__ typename reduce::TempStorage tmp;
-  __shared__ math::int8_params shared_p;
-  __shared__ bool shared_bad;
+  __shared__ int8_bucket<Threads> bucket_state;
   for (std::uint64_t b = blockIdx.x; b * bucket < n; b += gridDim.x) {
     const std::uint64_t s = b * bucket, e = s + bucket < n ? s + bucket : n;
     std::uint32_t m = 0;
-    for (std::uint64_t i = s + threadIdx.x; i < e; i += Threads) {
-      const std::uint32_t a = math::bits_of(x[i]) & math::abs_mask;
-      m = a > m ? a : m;
-    }
-    const std::uint32_t am = reduce(tmp).Reduce(m, ::cuda::maximum<>{});
-    if (threadIdx.x == 0) {
-      shared_bad = am >= math::inf_bits;
-      shared_p = math::int8_params_of(math::float_of(shared_bad ? 0U : am));
-      scales[b] = math::bits_of(shared_p.scale);
-    }
-    __syncthreads();
-    const math::int8_params p = shared_p;
-    if (shared_bad) {
+    for (std::uint64_t i = s + threadIdx.x; i < e; i += Threads) max_abs_bits(m, x[i]);
+    bool bad = false;
+    const math::int8_params p = bucket_state.scale(m, scales + b, bad);
+    if (bad) {
       for (std::uint64_t i = s + threadIdx.x; i < e; i += Threads)
         if ((math::bits_of(x[i]) & math::abs_mask) >= math::inf_bits)
           atomicMin(status, static_cast<unsigned long long>(i));
@@ -75,7 +93,7 @@ __global__ void __launch_bounds__(Threads)
                                    static_cast<std::uint32_t>(it % math::philox_group_blocks), s, e,
                                    p, g, q);
     }
-    __syncthreads();  // shared_p and tmp are rewritten by the next bucket
+    __syncthreads();  // bucket_state is rewritten by the next bucket
   }
 }
 
@@ -89,10 +107,7 @@ __global__ void __launch_bounds__(Threads)
     int8_encode_nearest_vec(const float* __restrict__ x, std::uint64_t n, std::uint64_t bucket,
                             std::uint32_t* __restrict__ scales, std::int8_t* __restrict__ q,
                             unsigned long long* status) {
-  using reduce = cub::BlockReduce<std::uint32_t, Threads>;
-  __shared__ typename reduce::TempStorage tmp;
-  __shared__ math::int8_params shared_p;
-  __shared__ bool shared_bad;
+  __shared__ int8_bucket<Threads> bucket_state;
   for (std::uint64_t b = blockIdx.x; b * bucket < n; b += gridDim.x) {
     const std::uint64_t s = b * bucket, e = s + bucket < n ? s + bucket : n;
     float v[K][4];
@@ -108,23 +123,14 @@ __global__ void __launch_bounds__(Threads)
       } else {
         for (unsigned c = 0; c < 4; ++c) v[k][c] = i + c < e ? x[i + c] : 0.0F;
       }
-      for (unsigned c = 0; c < 4; ++c) {
-        const std::uint32_t a = math::bits_of(v[k][c]) & math::abs_mask;
-        m = a > m ? a : m;
-      }
+      for (unsigned c = 0; c < 4; ++c) max_abs_bits(m, v[k][c]);
     }
-    const std::uint32_t am = reduce(tmp).Reduce(m, ::cuda::maximum<>{});
-    if (threadIdx.x == 0) {
-      shared_bad = am >= math::inf_bits;
-      shared_p = math::int8_params_of(math::float_of(shared_bad ? 0U : am));
-      scales[b] = math::bits_of(shared_p.scale);
-    }
-    __syncthreads();
-    const math::int8_params p = shared_p;
+    bool bad = false;
+    const math::int8_params p = bucket_state.scale(m, scales + b, bad);
     for (unsigned k = 0; k < K; ++k) {
       const std::uint64_t i = s + 4 * (threadIdx.x + k * Threads);
       if (i >= e) break;
-      if (shared_bad) {
+      if (bad) {
         for (unsigned c = 0; c < 4 && i + c < e; ++c)
           if ((math::bits_of(v[k][c]) & math::abs_mask) >= math::inf_bits)
             atomicMin(status, static_cast<unsigned long long>(i + c));
@@ -139,7 +145,7 @@ __global__ void __launch_bounds__(Threads)
         for (unsigned c = 0; i + c < e; ++c) q[i + c] = static_cast<std::int8_t>(w >> (8 * c));
       }
     }
-    __syncthreads();  // shared_p and tmp are rewritten by the next bucket
+    __syncthreads();  // bucket_state is rewritten by the next bucket
   }
 }
 
@@ -153,10 +159,7 @@ __global__ void __launch_bounds__(Threads)
     int8_encode_stochastic_reg(const float* __restrict__ x, std::uint64_t n, std::uint64_t bucket,
                                rng g, std::uint32_t* __restrict__ scales,
                                std::int8_t* __restrict__ q, unsigned long long* status) {
-  using reduce = cub::BlockReduce<std::uint32_t, Threads>;
-  __shared__ typename reduce::TempStorage tmp;
-  __shared__ math::int8_params shared_p;
-  __shared__ bool shared_bad;
+  __shared__ int8_bucket<Threads> bucket_state;
   const std::uint64_t items = bucket / 4;
   for (std::uint64_t b = blockIdx.x; b * bucket < n; b += gridDim.x) {
     const std::uint64_t s = b * bucket, e = s + bucket < n ? s + bucket : n;
@@ -169,25 +172,18 @@ __global__ void __launch_bounds__(Threads)
       for (std::uint32_t c = 0; c < 4; ++c) {
         const std::uint64_t i = math::int8_element(grp, j, c);
         v[k][c] = it < items && i < e ? x[i] : 0.0F;
-        const std::uint32_t a = math::bits_of(v[k][c]) & math::abs_mask;
-        m = a > m ? a : m;
+        max_abs_bits(m, v[k][c]);
       }
     }
-    const std::uint32_t am = reduce(tmp).Reduce(m, ::cuda::maximum<>{});
-    if (threadIdx.x == 0) {
-      shared_bad = am >= math::inf_bits;
-      shared_p = math::int8_params_of(math::float_of(shared_bad ? 0U : am));
-      scales[b] = math::bits_of(shared_p.scale);
-    }
-    __syncthreads();
-    const math::int8_params p = shared_p;
+    bool bad = false;
+    const math::int8_params p = bucket_state.scale(m, scales + b, bad);
     for (unsigned k = 0; k < K; ++k) {
       const std::uint64_t it = threadIdx.x + k * Threads;
       if (it >= items) break;
       const std::uint64_t grp = s / math::philox_group + it / math::philox_group_blocks;
       const auto j = static_cast<std::uint32_t>(it % math::philox_group_blocks);
       if (math::int8_element(grp, j, 0) >= e) continue;  // past a partial last bucket
-      if (shared_bad) {
+      if (bad) {
         for (std::uint32_t c = 0; c < 4; ++c) {
           const std::uint64_t i = math::int8_element(grp, j, c);
           if (i < e && (math::bits_of(v[k][c]) & math::abs_mask) >= math::inf_bits)
@@ -201,7 +197,7 @@ __global__ void __launch_bounds__(Threads)
         if (i < e) q[i] = static_cast<std::int8_t>(math::int8_stochastic(v[k][c], p, words[c]));
       }
     }
-    __syncthreads();  // shared_p and tmp are rewritten by the next bucket
+    __syncthreads();  // bucket_state is rewritten by the next bucket
   }
 }
 
@@ -238,13 +234,7 @@ __global__ void int8_decode(const std::uint32_t* __restrict__ scales,
       for (int k = 0; k < 4; ++k)
         e[k] = math::mul_rn(static_cast<float>(static_cast<std::int8_t>((c >> (8 * k)) & 0xFFU)),
                             sc[k]);
-      float4 o = make_float4(e[0], e[1], e[2], e[3]);
-      if constexpr (Add) {
-        const float4 a = reinterpret_cast<const float4*>(out)[v];
-        o = make_float4(math::add_rn(a.x, o.x), math::add_rn(a.y, o.y), math::add_rn(a.z, o.z),
-                        math::add_rn(a.w, o.w));
-      }
-      reinterpret_cast<float4*>(out)[v] = o;
+      store_quad<Add>(out, v, make_float4(e[0], e[1], e[2], e[3]));
     }
   }
   for (std::uint64_t i = 4 * quads + blockIdx.x * Threads + threadIdx.x; i < n; i += stride) {

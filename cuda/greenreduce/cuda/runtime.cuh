@@ -22,8 +22,8 @@ namespace cuda {
 
 inline void check(cudaError_t e, const char* call, const char* file, int line) {
   if (e != cudaSuccess)
-    throw device_error(detail::str(call, " failed at ", file, ":", line, ": ",
-                                   cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"));
+    throw device_error(detail::str(call, " failed at ", file, ":", line, ": ", cudaGetErrorName(e),
+                                   " (", cudaGetErrorString(e), ")"));
 }
 
 /// Number of visible CUDA devices; 0 (not an error) when there is no driver or device.

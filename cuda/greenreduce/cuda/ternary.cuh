@@ -143,13 +143,8 @@ __global__ void ternary_decode(const std::uint32_t* __restrict__ scales,
         const std::uint32_t byte = codes[i / 4];
         for (int k = 0; k < 4; ++k) c[k] = (byte >> (2 * k)) & 3U;
       }
-      float4 o = make_float4(value(c[0], s), value(c[1], s), value(c[2], s), value(c[3], s));
-      if constexpr (Add) {
-        const float4 a = reinterpret_cast<const float4*>(out)[v];
-        o = make_float4(math::add_rn(a.x, o.x), math::add_rn(a.y, o.y), math::add_rn(a.z, o.z),
-                        math::add_rn(a.w, o.w));
-      }
-      reinterpret_cast<float4*>(out)[v] = o;
+      store_quad<Add>(out, v,
+                      make_float4(value(c[0], s), value(c[1], s), value(c[2], s), value(c[3], s)));
     }
   }
   for (std::uint64_t i = 4 * quads + blockIdx.x * Threads + threadIdx.x; i < n; i += stride) {
