@@ -296,16 +296,11 @@ class controller {
   std::size_t stale_ = 0;
   std::size_t ceiling_ = 0;
   std::size_t stale_ceiling_ = 0;
-  // The kind of the last tightening move (codec stronger or staleness up):
-  // what the accuracy guard undoes first.
-  enum class tightening : std::uint8_t {
-    none,
-    codec,
-    staleness
-  } last_tightening_ = tightening::none;
+  // What the last tightening move changed (what the accuracy guard undoes
+  // first), and what the guard changed when the last move was the guard's.
+  enum class move_kind : std::uint8_t { none, codec, staleness };
+  move_kind last_tightening_ = move_kind::none, last_guard_move_ = move_kind::none;
   std::uint32_t guard_bad_ = 0, met_windows_ = 0, unmet_windows_ = 0;
-  bool last_move_by_guard_ = false;
-  bool last_guard_stale_ = false;  // the guard's last move lowered the staleness
   hysteresis codec_h_, mode_h_;
   damper codec_d_, mode_d_, state_d_;  // state_d_: budget_(un)attainable records
   policy_state state_ = policy_state::warmup;
@@ -509,10 +504,12 @@ class controller {
     if (guard_bad_ == 0) return 0;
     if (guard_bad_ < o_.guard_windows) return -1;
     // Guard moves are a dwell apart (of the kind it moved last).
-    if (last_move_by_guard_ && !(last_guard_stale_ ? mode_d_ : codec_d_).ready()) return -1;
+    if (last_guard_move_ != move_kind::none &&
+        !(last_guard_move_ == move_kind::staleness ? mode_d_ : codec_d_).ready())
+      return -1;
     // Undo the most recent kind of tightening (the other when that one cannot move).
-    const bool undo_stale = can_stale && (!can_codec || !err_bad) &&
-                            (!can_codec || last_tightening_ == tightening::staleness);
+    const bool undo_stale =
+        can_stale && (!can_codec || (!err_bad && last_tightening_ == move_kind::staleness));
     if (undo_stale) {
       const std::size_t to = stale_ - 1;
       stale_ceiling_ = std::min(stale_ceiling_, to);
@@ -525,9 +522,8 @@ class controller {
       if (state_ == policy_state::budget_unattainable) state_ = policy_state::tracking;
       record(step, level_, to, reason::accuracy_loss, std::move(text), s);
       set_staleness(to);
-      last_tightening_ = tightening::none;
-      last_move_by_guard_ = true;
-      last_guard_stale_ = true;
+      last_tightening_ = move_kind::none;
+      last_guard_move_ = move_kind::staleness;
       guard_bad_ = 0;
       return 1;
     }
@@ -545,9 +541,8 @@ class controller {
                                "; loosening and capping the ladder at level ", ceiling_);
     if (state_ == policy_state::budget_unattainable) state_ = policy_state::tracking;
     move_codec(step, to, loss_bad ? reason::accuracy_loss : reason::accuracy_error, text, s);
-    last_tightening_ = tightening::none;
-    last_move_by_guard_ = true;
-    last_guard_stale_ = false;
+    last_tightening_ = move_kind::none;
+    last_guard_move_ = move_kind::codec;
     guard_bad_ = 0;
     return 1;
   }
@@ -713,7 +708,7 @@ class controller {
     s.predicted_joules = p.joules;
     s.predicted_seconds = p.seconds;
     move_codec(step, target, why, std::move(text), s);
-    last_move_by_guard_ = false;
+    last_guard_move_ = move_kind::none;
   }
 
   void congestion(std::uint64_t step, signals& s) {
@@ -742,8 +737,8 @@ class controller {
     record(step, level_, to, want > 0 ? reason::congestion : reason::congestion_cleared,
            std::move(text), s);
     set_staleness(to);
-    if (want > 0) last_tightening_ = tightening::staleness;
-    last_move_by_guard_ = false;
+    if (want > 0) last_tightening_ = move_kind::staleness;
+    last_guard_move_ = move_kind::none;
   }
 
   // A new consistency mode changes what a step's communication costs (fewer,
@@ -768,7 +763,7 @@ class controller {
     if (codec_d_.moved(to > level_ ? +1 : -1, max_dwell()))
       text += detail::str("; reverses a recent move, dwell now ", codec_d_.dwell, " windows");
     record(step, to, stale_, why, std::move(text), s);
-    if (to > level_) last_tightening_ = tightening::codec;
+    if (to > level_) last_tightening_ = move_kind::codec;
     level_ = to;
     codec_h_ = {};
   }
